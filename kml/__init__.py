@@ -1,0 +1,6 @@
+"""kml: a reproduction of Kernel Modulation (KML, NeurIPS 2021) and its multimodal meta-learning baselines."""
+
+__version__ = "0.1.0"
+
+# Canonical order of the modes, as fixed by the released MMAML code (REFERENCE §1.3).
+MODES = ("omniglot", "miniimagenet", "fc100", "cub", "aircraft")

@@ -1,0 +1,5 @@
+import sys
+
+from kml.cli import main
+
+sys.exit(main())

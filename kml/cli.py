@@ -1,0 +1,129 @@
+"""The `kml` command: argument parsing only; every subcommand calls one function of the package."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from kml import MODES
+
+DATASETS = MODES
+
+
+def _download(args: argparse.Namespace) -> None:
+    from kml.data.download import download_dataset
+
+    download_dataset(args.dataset, root=args.root, mirror=args.mirror, expected_checksums=args.checksums,
+                     variant=args.variant)
+
+
+def _prepare(args: argparse.Namespace) -> None:
+    from kml.data.prepare import prepare_dataset
+
+    prepare_dataset(args.dataset, raw=args.raw, out=args.out, image_size=args.image_size,
+                    fc100_negative=args.fc100_negative, workers=args.workers)
+
+
+def _synth(args: argparse.Namespace) -> None:
+    from kml.data.synth import make_synthetic
+
+    make_synthetic(args.dataset, out=args.out, seed=args.seed)
+
+
+def _inspect(args: argparse.Namespace) -> None:
+    from kml.data.hdf5 import describe
+
+    print(describe(args.file))
+
+
+def _info(args: argparse.Namespace) -> None:
+    from kml.methods.registry import describe_parameters
+
+    print(describe_parameters(channels=tuple(args.channels), image_size=args.image_size, ways=args.ways))
+
+
+def _train(args: argparse.Namespace) -> None:
+    from kml.config import load_run_config
+    from kml.train import train
+
+    train(load_run_config(args.config), out=args.out)
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from kml.config import load_run_config
+    from kml.evaluate import evaluate
+
+    evaluate(load_run_config(args.config), models=args.model, out=args.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kml", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("download", help="fetch a dataset's official archives, verified by checksum")
+    p.add_argument("dataset", choices=DATASETS)
+    p.add_argument("--root", type=Path, default=Path("data/raw"), help="raw archive folder (default: data/raw)")
+    p.add_argument("--mirror", help="base URL or local directory (file://...) that replaces the origin")
+    p.add_argument("--checksums", type=Path,
+                   help="sha256sum-format file of expected checksums, replacing the published ones "
+                        "(for synthetic archives made by `kml synth`)")
+    p.add_argument("--variant", help="alternative source set where a dataset has several "
+                                     "(mini-ImageNet: 'pickles', the default, or 'images')")
+    p.set_defaults(handler=_download)
+
+    p = commands.add_parser("prepare", help="turn raw archives into one HDF5 file per dataset and image size")
+    p.add_argument("dataset", choices=DATASETS)
+    p.add_argument("--raw", type=Path, default=Path("data/raw"), help="raw archive folder (default: data/raw)")
+    p.add_argument("--out", type=Path, required=True, help="output HDF5 file, e.g. data/processed/fc100-84.h5")
+    p.add_argument("--image-size", type=int, default=84)
+    p.add_argument("--fc100-negative", action="store_true",
+                   help="reproduce the released code's colour-negative FC100 images (REFERENCE 7.1)")
+    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
+    p.set_defaults(handler=_prepare)
+
+    p = commands.add_parser("synth", help="write small synthetic archives in a dataset's official format")
+    p.add_argument("dataset", choices=DATASETS)
+    p.add_argument("--out", type=Path, required=True, help="folder for the archives (a file:// mirror)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=_synth)
+
+    p = commands.add_parser("inspect", help="print the splits, sizes and sources of a prepared HDF5 file")
+    p.add_argument("file", type=Path)
+    p.set_defaults(handler=_inspect)
+
+    p = commands.add_parser("info", help="print every method's parameter counts by part")
+    p.add_argument("--channels", type=int, nargs="+", default=[32, 64, 128, 256])
+    p.add_argument("--image-size", type=int, default=84)
+    p.add_argument("--ways", type=int, default=5)
+    p.set_defaults(handler=_info)
+
+    p = commands.add_parser("train", help="meta-train one method; resumes from its last checkpoint")
+    p.add_argument("--config", type=Path, required=True, help="run configuration YAML")
+    p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, log, final model")
+    p.set_defaults(handler=_train)
+
+    p = commands.add_parser("evaluate", help="meta-test trained models on the setting's fixed task set")
+    p.add_argument("--config", type=Path, required=True, help="run configuration YAML of the cell")
+    p.add_argument("--model", type=Path, action="append", required=True,
+                   help="trained model file; Multi-* methods take one per mode")
+    p.add_argument("--out", type=Path, required=True, help="cell CSV: per-task accuracies and summary")
+    p.set_defaults(handler=_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from kml.config import ConfigError
+    from kml.data.hdf5 import DatasetFileError
+
+    try:
+        args.handler(args)
+    except (ConfigError, DatasetFileError, FileNotFoundError) as error:
+        print(f"kml {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
