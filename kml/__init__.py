@@ -4,3 +4,7 @@ __version__ = "0.1.0"
 
 # Canonical order of the modes, as fixed by the released MMAML code (REFERENCE §1.3).
 MODES = ("omniglot", "miniimagenet", "fc100", "cub", "aircraft")
+
+
+class KmlError(Exception):
+    """An error the user can fix; its message names the file or key and says how. The CLI prints it without a traceback."""

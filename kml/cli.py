@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from kml import MODES
+from kml import MODES, KmlError
 
 DATASETS = MODES
 
@@ -114,12 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from kml.config import ConfigError
-    from kml.data.hdf5 import DatasetFileError
-
     try:
         args.handler(args)
-    except (ConfigError, DatasetFileError, FileNotFoundError) as error:
+    except (KmlError, FileNotFoundError) as error:
         print(f"kml {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
-from kml import MODES
+from kml import MODES, KmlError
 
 METHODS = (
     "maml",
@@ -30,7 +30,7 @@ METHODS = (
 )
 
 
-class ConfigError(ValueError):
+class ConfigError(KmlError, ValueError):
     """A configuration file or value is invalid; the message names the key and the fix."""
 
 

@@ -21,12 +21,13 @@ import h5py
 import numpy as np
 
 import kml
+from kml import KmlError
 
 SPLITS = ("train", "val", "test")
 _STRING = h5py.string_dtype(encoding="utf-8")
 
 
-class DatasetFileError(ValueError):
+class DatasetFileError(KmlError, ValueError):
     """A prepared HDF5 file is missing, unreadable or does not follow the schema."""
 
 
