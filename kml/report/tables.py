@@ -1,0 +1,173 @@
+"""LaTeX tables (booktabs only): the paper's two tables filled with our numbers, and ours beside the paper's.
+
+Every table covers the paper's full grid; a cell that was not run shows MISSING. Each table is a `table` float
+whose caption says what the numbers are and carries the report's note, so it reads on its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from kml.report.paper import FAMILY_LABELS, KEYS, METHOD_LABELS, SETTING_LABELS, paper_results
+
+MISSING = "--"  # typeset as an en dash
+DECIMALS = 2  # the paper's precision
+
+_SPECIALS = str.maketrans(
+    {
+        "\\": r"\textbackslash{}",
+        "&": r"\&",
+        "%": r"\%",
+        "$": r"\$",
+        "#": r"\#",
+        "_": r"\_",
+        "{": r"\{",
+        "}": r"\}",
+        "~": r"\textasciitilde{}",
+        "^": r"\textasciicircum{}",
+    }
+)
+_ACCURACY = r"accuracy (\%) on meta-test tasks, mean $\pm$ 95\% confidence interval"
+
+
+def escape_latex(text: str) -> str:
+    """Plain text as LaTeX; whitespace runs become one space (a blank line inside a caption is an error)."""
+    return " ".join(text.split()).translate(_SPECIALS)
+
+
+def _number(value: float) -> str:
+    return f"{value:.{DECIMALS}f}"
+
+
+def best_mask(means: pd.DataFrame) -> pd.DataFrame:
+    """True where a mean is its row's highest as printed: every tied mean is bold, a missing one never."""
+    # Compare the printed values, so two means that read the same are never split into bold and plain.
+    shown = means.map(lambda value: float(_number(value)))
+    return shown.eq(shown.max(axis=1), axis=0)
+
+
+def _with_ours(summary: pd.DataFrame) -> pd.DataFrame:
+    """The paper's 64 cells in its order, with our accuracy, ci95, delta and overlap where we have them."""
+    ours = summary[[*KEYS, "accuracy", "ci95", "delta", "intervals_overlap"]]
+    paper = paper_results().rename(columns={"accuracy": "paper_accuracy", "ci95": "paper_ci95"})
+    return paper.merge(ours, on=KEYS, how="left")
+
+
+def _mean_ci(mean: float, ci: float, bold: bool = False) -> str:
+    if pd.isna(mean):
+        return MISSING
+    # The interval in smaller type, as is usual in papers; it also narrows the columns.
+    text = rf"{_number(mean)} {{\scriptsize $\pm$ {_number(ci)}}}"
+    return rf"\textbf{{{text}}}" if bold else text
+
+
+def _caption(text: str, note: str | None) -> str:
+    return text + (f" {escape_latex(note)}" if note else "")
+
+
+def _float(label: str, caption: str, columns: str, header: list[str], body: list[str]) -> str:
+    return "\n".join(
+        [
+            # Footnote size and narrow column gaps: four bold "mean ± CI" columns must fit an article's width.
+            r"\begin{table}[htbp]",
+            r"\centering",
+            r"\footnotesize",
+            r"\setlength{\tabcolsep}{4pt}",
+            rf"\caption{{{caption}}}",
+            rf"\label{{tab:{label}}}",
+            rf"\begin{{tabular}}{{{columns}}}",
+            r"\toprule",
+            " & ".join(header) + r" \\",
+            r"\midrule",
+            *body,
+            r"\bottomrule",
+            r"\end{tabular}",
+            r"\end{table}",
+            "",
+        ]
+    )
+
+
+def family_table(summary: pd.DataFrame, family: str, note: str | None = None) -> str:
+    """One of the paper's tables with our numbers: settings × shots rows, the family's methods as columns."""
+    grid = _with_ours(summary)
+    grid = grid[grid["family"] == family]
+    methods = list(grid["method"].unique())
+    rows = list(grid[["setting", "shots"]].drop_duplicates().itertuples(index=False, name=None))
+    means, cis = (
+        grid.pivot(index=["setting", "shots"], columns="method", values=v).reindex(rows)[methods]
+        for v in ("accuracy", "ci95")
+    )
+    best = best_mask(means)
+    body, previous = [], None
+    for setting, shots in rows:
+        if previous not in (None, setting):
+            body.append(r"\midrule")
+        cells = [
+            _mean_ci(means.at[(setting, shots), m], cis.at[(setting, shots), m], best.at[(setting, shots), m])
+            for m in methods
+        ]
+        label = SETTING_LABELS[setting] if setting != previous else ""
+        body.append(" & ".join([label, f"{shots}-shot", *cells]) + r" \\")
+        previous = setting
+    caption = _caption(
+        f"{FAMILY_LABELS[family]}, this reproduction: {_ACCURACY}. Bold: the highest mean of the row "
+        f"(every method tied at the printed precision is bold). {MISSING}: cell not run.",
+        note,
+    )
+    header = ["Setting", "Shots", *(METHOD_LABELS[m] for m in methods)]
+    return _float(f"{family}_family", caption, "ll" + "c" * len(methods), header, body)
+
+
+def reproduction_table(summary: pd.DataFrame, note: str | None = None) -> str:
+    """Ours beside the paper's, one row per cell, with delta and interval overlap; one float per family.
+
+    One float per family keeps each within a page: a float cannot break, and all 64 rows do not fit on one.
+    """
+    floats = []
+    for family, cells in _with_ours(summary).groupby("family", sort=False):
+        body, previous = [], (None, None)
+        for row in cells.itertuples(index=False):
+            new_setting = row.setting != previous[0]
+            new_shots = new_setting or row.shots != previous[1]
+            if previous[0] is not None and new_shots:
+                body.append(r"\midrule" if new_setting else r"\addlinespace")
+            body.append(
+                " & ".join(
+                    [
+                        SETTING_LABELS[row.setting] if new_setting else "",
+                        f"{row.shots}-shot" if new_shots else "",
+                        METHOD_LABELS[row.method],
+                        _mean_ci(row.accuracy, row.ci95),
+                        _mean_ci(row.paper_accuracy, row.paper_ci95),
+                        MISSING if pd.isna(row.delta) else f"${row.delta:+.{DECIMALS}f}$",
+                        MISSING
+                        if pd.isna(row.intervals_overlap)
+                        else ("yes" if row.intervals_overlap else "no"),
+                    ]
+                )
+                + r" \\"
+            )
+            previous = (row.setting, row.shots)
+        caption = _caption(
+            f"{FAMILY_LABELS[family]}, this reproduction beside the paper: {_ACCURACY}. "
+            r"$\Delta$ = ours $-$ paper; overlap: whether the two intervals share a point. "
+            f"{MISSING}: cell not run.",
+            note,
+        )
+        header = ["Setting", "Shots", "Method", "Ours", "Paper", r"$\Delta$", "Overlap"]
+        floats.append(_float(f"reproduction_{family}", caption, "lllccrc", header, body))
+    return "\n".join(floats)
+
+
+def write_tables(summary: pd.DataFrame, out_dir: Path, note: str | None = None) -> list[Path]:
+    """DIR/tables/maml_family.tex, protonet_family.tex and reproduction.tex."""
+    tables = out_dir / "tables"
+    tables.mkdir(parents=True, exist_ok=True)
+    texts = {tables / f"{family}_family.tex": family_table(summary, family, note) for family in FAMILY_LABELS}
+    texts[tables / "reproduction.tex"] = reproduction_table(summary, note)
+    for path, text in texts.items():
+        path.write_text(text)
+    return list(texts)
