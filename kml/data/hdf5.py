@@ -160,3 +160,22 @@ def read_split(path: str | Path, split: str) -> Split:
             )
         except KeyError as error:
             raise DatasetFileError(f"{path}: group '{split}' lacks {error}; re-run `kml prepare`") from None
+
+
+def describe(path: str | Path) -> str:
+    """A human-readable summary for `kml inspect`: per split classes, images and image shape; provenance."""
+    attrs = read_attrs(path)
+    lines = [f"{path}",
+             f"dataset: {attrs['dataset']}   image size: {attrs['image_size']}   kml {attrs['kml_version']}",
+             f"split rule: {attrs['split_rule']}",
+             f"{'split':<6} {'classes':>8} {'images':>8}  image shape"]
+    with _open(path) as f:
+        for split in SPLITS:
+            if split not in f:
+                raise DatasetFileError(f"{path}: has no '{split}' group; re-run `kml prepare`")
+            images = f[split]["images"]
+            shape = "×".join(str(n) for n in images.shape[1:])
+            lines.append(f"{split:<6} {len(f[split]['class_names']):>8} {images.shape[0]:>8}  {shape}")
+    lines.append("sources (sha256):")
+    lines += [f"  {digest}  {name}" for name, digest in sorted(attrs["sources"].items())]
+    return "\n".join(lines)
