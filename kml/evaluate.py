@@ -1,0 +1,136 @@
+"""Meta-test evaluation of one table cell (`kml evaluate --config C --model M [--model M2 ...] --out CSV`).
+
+Every method of a setting is evaluated on the same fixed task set: task t is a pure function of
+(eval.seed, t) on the test split (`evaluation_batches`), balanced over the setting's modes. Each model adapts
+with its own training configuration (e.g. the same number of inner steps as in training, REFERENCE §4).
+
+The cell CSV (docs/ARCHITECTURE.md, "Cell CSV") holds one row per task and the mean ± 95% confidence
+interval per mode and overall, the CI being 1.96 · σ / √n over per-task accuracies with σ the population
+standard deviation, as the released KML code computes it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from kml import KmlError, checkpoint
+from kml.config import ConfigError, RunConfig, run_config_from_dict
+from kml.data.episodes import evaluation_batches
+from kml.methods.registry import build_method, build_multi
+from kml.train import mode_splits, progress_bar, resolve_device, rotated_modes
+
+CI_Z = 1.96
+CI_DEFINITION = "1.96*std/sqrt(n_tasks), population std of the per-task accuracies"
+COLUMNS = ["setting", "method", "shots", "kind", "task_id", "mode", "n_tasks", "accuracy_pct", "ci95_pct",
+           "ci95_definition"]
+
+
+class EvaluationError(KmlError, ValueError):
+    """The models given do not fit the cell being evaluated."""
+
+
+def summarize(accuracies: Sequence[float]) -> tuple[float, float]:
+    """(mean, 95% CI half-width), both in percent, of per-task accuracies given as fractions."""
+    percent = np.asarray(accuracies, dtype=np.float64) * 100
+    return float(percent.mean()), float(CI_Z * percent.std() / math.sqrt(len(percent)))
+
+
+def cell_frame(config: RunConfig, task_ids: Sequence[int], modes: Sequence[str],
+               accuracies: Sequence[float]) -> pd.DataFrame:
+    """The cell CSV's rows: one per task, then one per mode of the setting that has tasks, then overall."""
+    label = {"setting": config.setting, "method": config.method, "shots": config.task.shots}
+    rows = [{**label, "kind": "task", "task_id": task_id, "mode": mode, "n_tasks": 1,
+             "accuracy_pct": 100 * accuracy}
+            for task_id, mode, accuracy in zip(task_ids, modes, accuracies)]
+    groups = [(mode, [a for m, a in zip(modes, accuracies) if m == mode]) for mode in config.modes]
+    for kind, mode, values in [*(("mode", mode, values) for mode, values in groups if values),
+                               ("overall", None, list(accuracies))]:
+        mean, ci = summarize(values)
+        rows.append({**label, "kind": kind, "mode": mode, "n_tasks": len(values), "accuracy_pct": mean,
+                     "ci95_pct": ci, "ci95_definition": CI_DEFINITION})
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    return frame.astype({"task_id": "Int64"})
+
+
+def evaluate(config: RunConfig, models: Sequence[str | Path], out: str | Path) -> pd.DataFrame:
+    """Evaluate the trained model(s) of one cell on its fixed test tasks; write and return the cell CSV."""
+    model = load_cell_model(config, models)
+    device = resolve_device(config.train.device)
+    model.to(device).eval()
+    batches = evaluation_batches(
+        mode_splits(config, "test"), ways=config.task.ways, shots=config.task.shots,
+        queries=config.task.queries, tasks_per_mode=config.eval.tasks_per_mode, seed=config.eval.seed,
+        meta_batch_size=config.eval.meta_batch_size, rotate_modes=rotated_modes(config),
+    )
+    task_ids, modes, accuracies = [], [], []
+    total = config.eval.tasks_per_mode * len(config.modes)
+    with torch.no_grad(), progress_bar(total=total, desc=f"evaluate {config.method}", unit="task") as bar:
+        for batch in batches:
+            result = model(batch.to(device))
+            task_ids += batch.task_ids
+            modes += batch.modes
+            accuracies += result.task_accuracies.tolist()
+            bar.update(batch.num_tasks)
+            bar.set_postfix(acc=f"{100 * np.mean(accuracies):.2f}%", refresh=False)
+    frame = cell_frame(config, task_ids, modes, accuracies)
+    checkpoint.atomic_write_text(out, frame.to_csv(index=False))
+    return frame
+
+
+def load_cell_model(config: RunConfig, models: Sequence[str | Path]) -> nn.Module:
+    """The cell's trained model: the one joint model, or for multi_* one member per mode, routed by mode."""
+    members = [_load_member(config, Path(path)) for path in models]
+    if not config.method.startswith("multi_"):
+        if len(members) != 1:
+            raise EvaluationError(f"{config.method} takes exactly one --model, got {len(members)}: "
+                                  f"{', '.join(map(str, models))}")
+        path, member, learner = members[0]
+        if member.modes != config.modes:
+            raise EvaluationError(f"{path}: trained on modes {list(member.modes)}, but setting "
+                                  f"{config.setting!r} has {list(config.modes)}; "
+                                  "give the model trained on them")
+        return learner
+    by_mode = {}
+    for path, member, learner in members:
+        if len(member.modes) != 1 or member.modes[0] not in config.modes or member.modes[0] in by_mode:
+            raise EvaluationError(f"{path}: a {config.method} member must be trained on one of the modes "
+                                  f"{list(config.modes)} not given yet, but it was trained on "
+                                  f"{list(member.modes)}")
+        by_mode[member.modes[0]] = learner
+    missing = [mode for mode in config.modes if mode not in by_mode]
+    if missing:
+        raise EvaluationError(f"{config.method}: no --model for mode(s) {', '.join(missing)}; "
+                              "give one trained model per mode of the setting")
+    return build_multi(by_mode)
+
+
+def _load_member(config: RunConfig, path: Path) -> tuple[Path, RunConfig, nn.Module]:
+    """(path, its training config, the trained model) after checking it fits the cell's method and tasks."""
+    saved = checkpoint.load(path)
+    if not isinstance(saved, dict) or not {"config", "state_dict"} <= saved.keys():
+        raise EvaluationError(f"{path}: not a model file written by `kml train` (no config and state_dict)")
+    try:
+        member = run_config_from_dict(saved["config"])
+    except ConfigError as error:
+        raise EvaluationError(f"{path}: its recorded configuration is not valid here ({error}); "
+                              "train it again with this version of kml") from None
+    if member.method != config.method:
+        raise EvaluationError(f"{path}: a {member.method} model, but this cell evaluates {config.method}")
+    fit = {"task.ways": (member.task.ways, config.task.ways),
+           "task.shots": (member.task.shots, config.task.shots),
+           "model.image_size": (member.model.image_size, config.model.image_size)}
+    wrong = [f"{key} {trained} (model) vs {wanted} (cell)" for key, (trained, wanted) in fit.items()
+             if trained != wanted]
+    if wrong:
+        raise EvaluationError(f"{path}: trained for other tasks: {'; '.join(wrong)}; give the model trained "
+                              "for this cell")
+    learner = build_method(member)
+    learner.load_state_dict(saved["state_dict"])
+    return path, member, learner

@@ -1,0 +1,360 @@
+"""Meta-training of one method (`kml train --config C --out DIR`), resumable after any kill.
+
+Iterations count updates from 1. Update i uses meta-batch i (a pure function of (train.seed, i)) and the
+learning rates lr * lr_decay_factor ** (i // lr_decay_every): with lr_decay_every = 10000 the first halving
+takes effect at update 10000 itself, exactly as the released KML code halves "before the step at i = 10k"
+(REFERENCE §3.1, §7.13; its i also counts updates from 1). checkpoints/iter{N}.pt is the state after N
+updates (the released code's `_N.pt` is written before update N, so it holds N-1).
+
+A checkpoint holds the model, both optimizers, every RNG state, the log window and the elapsed time, so a
+run killed at any moment and started again with the same command continues from its newest checkpoint and,
+on the CPU, ends with bitwise the same weights as an uninterrupted run. The learning rates are a function of
+the iteration alone, so there is no scheduler state to keep.
+
+Folder layout: see docs/ARCHITECTURE.md, "Run folders".
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+import resource
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from tqdm import tqdm
+
+from kml import KmlError, checkpoint
+from kml.config import OptimConfig, RunConfig
+from kml.data.episodes import ROTATED_MODES, MultimodalSampler, SplitImages, load_splits
+from kml.methods.base import MetaLearner
+from kml.methods.registry import build_method
+
+CHECKPOINT_NAME = re.compile(r"iter(\d{6,})\.pt")
+# Config sections that do not change what training computes: a resume may differ in them.
+NOT_TRAINING = ("setting", "eval", "transference")
+NOT_TRAINING_TRAIN_KEYS = ("device",)
+
+Optimizers = dict[str, torch.optim.Adam]  # "base" and, for modulated methods, "modulation"
+# Progress-bar refresh when stderr is a file (a Snakemake log) rather than a terminal: a line every 30 s
+# instead of ten a second keeps a 60k-iteration run's log small.
+LOG_FILE_REFRESH_SECONDS = 30.0
+
+
+class TrainingError(KmlError, RuntimeError):
+    """Training cannot start or continue; the message says why and what to do."""
+
+
+def train(config: RunConfig, out: str | Path) -> Path:
+    """Train `config` in run folder `out` (resuming from its newest checkpoint) and return out/model.pt."""
+    out = Path(out)
+    final = out / "model.pt"
+    if final.exists():
+        _require_same_run(config, checkpoint.load(final)["config"], final, out)
+        return final
+    _check_schedule(config)
+    device = resolve_device(config.train.device)
+    method = build_method(config).to(device)
+    optimizers = build_optimizers(method, config.optim)
+    progress = _start(config, out, method, optimizers)
+    sampler = training_sampler(config)
+    log = _Log(out / "log.csv", config.modes, progress.iteration)
+    _run(config, out, sampler, method, optimizers, progress, log, device)
+    _publish(config, out, method)
+    return final
+
+
+def resolve_device(name: str) -> torch.device:
+    """train.device: "auto" is the GPU when there is one, else the CPU; anything else as torch spells it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def mode_splits(config: RunConfig, split: str) -> dict[str, SplitImages]:
+    """Split `split` of every mode of `config`, after checking each file is given and has the model's size."""
+    missing = [mode for mode in config.modes if mode not in config.data.files]
+    if missing:
+        example = f"data.files.{missing[0]}: data/processed/{missing[0]}-{config.model.image_size}.h5"
+        raise TrainingError(f"data.files: no prepared file for mode(s) {', '.join(missing)}; "
+                            f"add e.g. {example}")
+    splits = load_splits({mode: config.data.files[mode] for mode in config.modes}, split)
+    for images in splits.values():
+        if images.image_size != config.model.image_size:
+            raise TrainingError(f"{images.origin}: images are {images.image_size} px but model.image_size is "
+                                f"{config.model.image_size}; prepare the file with --image-size "
+                                f"{config.model.image_size} or change model.image_size")
+    return splits
+
+
+def rotated_modes(config: RunConfig) -> frozenset[str]:
+    return ROTATED_MODES if config.data.omniglot_rotation else frozenset()
+
+
+def training_sampler(config: RunConfig) -> MultimodalSampler:
+    return MultimodalSampler(
+        mode_splits(config, "train"), ways=config.task.ways, shots=config.task.shots,
+        queries=config.task.queries, meta_batch_size=config.train.meta_batch_size, seed=config.train.seed,
+        mode_assignment=config.data.mode_assignment, rotate_modes=rotated_modes(config),
+    )
+
+
+def build_optimizers(method: MetaLearner, optim: OptimConfig) -> Optimizers:
+    """Two Adams (REFERENCE §3): the base network at optim.lr, the modulation network (if any) at
+    optim.modulation_lr."""
+    groups = method.parameter_groups()
+    optimizers = {"base": torch.optim.Adam(groups["base"], lr=optim.lr)}
+    if groups["modulation"]:
+        optimizers["modulation"] = torch.optim.Adam(groups["modulation"], lr=optim.modulation_lr)
+    return optimizers
+
+
+def learning_rate(base: float, optim: OptimConfig, iteration: int) -> float:
+    """The learning rate of update `iteration` (counted from 1): base * factor ** (iteration // every)."""
+    if optim.lr_decay_every is None:
+        return base
+    return base * optim.lr_decay_factor ** (iteration // optim.lr_decay_every)
+
+
+def set_learning_rates(optimizers: Optimizers, optim: OptimConfig, iteration: int) -> None:
+    """Set both optimizers' learning rates to those of update `iteration` (a checkpoint after update N holds
+    the rates of update N; a step continuing from it is update N + 1)."""
+    bases = {"base": optim.lr, "modulation": optim.modulation_lr}
+    for name, optimizer in optimizers.items():
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(bases[name], optim, iteration)
+
+
+def _check_schedule(config: RunConfig) -> None:
+    schedule = config.train
+    if schedule.iterations < 1:
+        raise TrainingError(f"train.iterations: must be at least 1, got {schedule.iterations}")
+    for key in ("checkpoint_every", "log_every"):
+        if getattr(schedule, key) < 1:
+            raise TrainingError(f"train.{key}: must be at least 1, got {getattr(schedule, key)}")
+    outside = [n for n in schedule.extra_checkpoints if not 1 <= n <= schedule.iterations]
+    if outside:
+        # Their snapshots would never appear, and the workflow would wait for them forever.
+        raise TrainingError(f"train.extra_checkpoints: {outside} lie outside 1..{schedule.iterations} "
+                            "(train.iterations); remove them or train longer")
+    if config.method.startswith("multi_") and len(config.modes) != 1:
+        raise TrainingError(f"modes: a {config.method} run trains one member on one mode, got "
+                            f"{list(config.modes)}; train one run per mode")
+
+
+def _training_view(values: dict[str, Any]) -> dict[str, Any]:
+    kept = {key: value for key, value in values.items() if key not in NOT_TRAINING}
+    kept["train"] = {key: value for key, value in kept["train"].items() if key not in NOT_TRAINING_TRAIN_KEYS}
+    return kept
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _require_same_run(config: RunConfig, recorded: dict[str, Any], path: Path, out: Path) -> None:
+    """Refuse to continue (or reuse) a run made under a different training configuration."""
+    now, then = _flatten(_training_view(config.to_dict())), _flatten(_training_view(recorded))
+    changed = [f"{key}: {then.get(key)!r} there, {now.get(key)!r} now"
+               for key in sorted(now.keys() | then.keys()) if now.get(key) != then.get(key)]
+    if changed:
+        raise TrainingError(f"{path} was made with a different configuration ({'; '.join(changed)}); "
+                            f"use a new --out folder, or delete {out} to start this configuration afresh")
+
+
+@dataclass
+class _Progress:
+    """What a checkpoint keeps besides model and optimizers: where training is and the open log window."""
+
+    iteration: int = 0
+    seconds: float = 0.0  # training time so far, summed over every (re)start
+    window_iterations: int = 0
+    window_loss: float = 0.0
+    window_accuracy: dict[str, float] = field(default_factory=dict)  # mode -> sum of task accuracies
+    window_tasks: dict[str, int] = field(default_factory=dict)
+
+    def add(self, loss: float, modes: tuple[str, ...], accuracies: list[float]) -> None:
+        """Count one meta-batch (its loss, and each task's accuracy under its mode) into the log window."""
+        self.window_iterations += 1
+        self.window_loss += loss
+        for mode, accuracy in zip(modes, accuracies):
+            self.window_accuracy[mode] = self.window_accuracy.get(mode, 0.0) + accuracy
+            self.window_tasks[mode] = self.window_tasks.get(mode, 0) + 1
+
+    def window_row(self, modes: tuple[str, ...]) -> dict[str, float]:
+        """The log row of the window: mean loss, accuracy over all its tasks and per mode (NaN if none)."""
+        row = {"iteration": self.iteration, "loss": self.window_loss / self.window_iterations,
+               "accuracy": sum(self.window_accuracy.values()) / sum(self.window_tasks.values())}
+        for mode in modes:
+            count = self.window_tasks.get(mode, 0)
+            row[f"accuracy_{mode}"] = self.window_accuracy.get(mode, 0.0) / count if count else math.nan
+        return row
+
+
+def _checkpoints(folder: Path) -> dict[int, Path]:
+    found = {}
+    for path in folder.glob("iter*.pt"):
+        match = CHECKPOINT_NAME.fullmatch(path.name)
+        if match:
+            found[int(match.group(1))] = path
+    return found
+
+
+def _start(config: RunConfig, out: Path, method: MetaLearner, optimizers: Optimizers) -> _Progress:
+    """Load the newest checkpoint into `method` and `optimizers`, or seed a fresh run; record the config."""
+    folder = out / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    checkpoint.remove_temporaries(out)
+    found = _checkpoints(folder)
+    if not found:
+        torch.manual_seed(config.train.seed)
+        progress = _Progress()
+    else:
+        newest = found[max(found)]
+        state = checkpoint.load(newest)
+        _require_same_run(config, state["config"], newest, out)
+        method.load_state_dict(state["model"])
+        for name, optimizer in optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][name])
+        checkpoint.set_rng_state(state["rng"])
+        progress = _Progress(**state["progress"])
+    checkpoint.atomic_write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    return progress
+
+
+def _save_checkpoint(config: RunConfig, out: Path, method: MetaLearner, optimizers: Optimizers,
+                     progress: _Progress) -> None:
+    """Write checkpoints/iter{N}.pt, then delete older ones except the extra checkpoints."""
+    folder = out / "checkpoints"
+    checkpoint.save({
+        "config": config.to_dict(),
+        "iteration": progress.iteration,
+        "model": method.state_dict(),
+        "optimizers": {name: optimizer.state_dict() for name, optimizer in optimizers.items()},
+        "rng": checkpoint.rng_state(),
+        "progress": asdict(progress),
+    }, folder / f"iter{progress.iteration:06d}.pt")
+    keep = set(config.train.extra_checkpoints) | {progress.iteration}
+    for iteration, path in _checkpoints(folder).items():
+        if iteration not in keep:
+            path.unlink()
+
+
+class _Log:
+    """log.csv: a row every train.log_every iterations, averaged over them; rows past a resume are dropped."""
+
+    def __init__(self, path: Path, modes: tuple[str, ...], resumed_at: int):
+        self.path = path
+        self.modes = modes
+        self.columns = ["iteration", "loss", "accuracy", *(f"accuracy_{mode}" for mode in modes),
+                        "seconds", "peak_memory_mb"]
+        kept = self._rows_until(resumed_at)
+        checkpoint.atomic_write_text(path, "".join(",".join(row) + "\n" for row in [self.columns, *kept]))
+
+    def _rows_until(self, iteration: int) -> list[list[str]]:
+        """Complete rows up to `iteration`; a kill may have torn the last line or logged past it."""
+        if not self.path.exists():
+            return []
+        text = self.path.read_text()
+        lines = text.splitlines()[1:] if text.endswith("\n") else text.splitlines()[1:-1]
+        rows = [row for row in csv.reader(lines) if len(row) == len(self.columns)]
+        return [row for row in rows if int(row[0]) <= iteration]
+
+    def append(self, values: dict[str, float]) -> None:
+        with open(self.path, "a") as f:
+            f.write(",".join(_format(values[column]) for column in self.columns) + "\n")
+
+
+def _format(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:.6g}"
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak GPU memory allocated by tensors on CUDA; peak resident set size of the process on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    kilobytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS, KiB on Linux
+    return kilobytes / 2**20 if sys.platform == "darwin" else kilobytes / 2**10
+
+
+def _gradients_finite(optimizers: Optimizers) -> bool:
+    grads = [p.grad for optimizer in optimizers.values() for group in optimizer.param_groups
+             for p in group["params"] if p.grad is not None]
+    return bool(torch.stack([torch.linalg.vector_norm(g) for g in grads]).isfinite().all())
+
+
+def progress_bar(iterable=None, **options) -> tqdm:
+    """A tqdm bar on stderr: live on a terminal, every LOG_FILE_REFRESH_SECONDS in a log file."""
+    refresh = {} if sys.stderr.isatty() else {"mininterval": LOG_FILE_REFRESH_SECONDS}
+    return tqdm(iterable, file=sys.stderr, dynamic_ncols=True, **refresh, **options)
+
+
+def _diverged(iteration: int, what: str, out: Path) -> TrainingError:
+    # Raised before the step, so nothing of it is written and the newest checkpoint is the last good state.
+    found = _checkpoints(out / "checkpoints")
+    kept = f"{found[max(found)]} is the last good state" if found else "no checkpoint had been written yet"
+    return TrainingError(f"iteration {iteration}: {what}; training stopped and {kept}. Lower optim.lr or "
+                         "optim.modulation_lr and train in a new --out folder")
+
+
+def _run(config: RunConfig, out: Path, sampler: MultimodalSampler, method: MetaLearner,
+         optimizers: Optimizers, progress: _Progress, log: _Log, device: torch.device) -> None:
+    schedule = config.train
+    extra = set(schedule.extra_checkpoints)
+    method.train()
+    started, seconds_before = time.perf_counter(), progress.seconds
+    bar = progress_bar(range(progress.iteration + 1, schedule.iterations + 1), initial=progress.iteration,
+                       total=schedule.iterations, desc=f"train {config.method}")
+    for iteration in bar:
+        set_learning_rates(optimizers, config.optim, iteration)
+        batch = sampler.meta_batch(iteration).to(device)
+        result = method(batch)
+        loss = result.loss.item()
+        if not math.isfinite(loss):
+            raise _diverged(iteration, f"the loss is {loss}", out)
+        for optimizer in optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
+        result.loss.backward()
+        if not _gradients_finite(optimizers):
+            raise _diverged(iteration, "a gradient is not finite", out)
+        for optimizer in optimizers.values():
+            optimizer.step()
+
+        progress.iteration = iteration
+        progress.seconds = seconds_before + time.perf_counter() - started
+        progress.add(loss, batch.modes, result.task_accuracies.tolist())
+        row = progress.window_row(config.modes)
+        bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.3f}", refresh=False)
+        if iteration % schedule.log_every == 0:
+            log.append({**row, "seconds": progress.seconds, "peak_memory_mb": peak_memory_mb(device)})
+            progress = _Progress(progress.iteration, progress.seconds)  # a fresh window
+        if iteration % schedule.checkpoint_every == 0 or iteration in extra:
+            _save_checkpoint(config, out, method, optimizers, progress)
+    bar.close()
+
+
+def _publish(config: RunConfig, out: Path, method: MetaLearner) -> None:
+    """Copy the extra checkpoints to snapshots/, write model.pt last, then drop the resume state."""
+    folder = out / "checkpoints"
+    for iteration in config.train.extra_checkpoints:
+        source = folder / f"iter{iteration:06d}.pt"
+        with open(source, "rb") as original:
+            checkpoint.atomic_write(out / "snapshots" / source.name,
+                                    lambda copy: shutil.copyfileobj(original, copy))
+    checkpoint.save({"config": config.to_dict(), "state_dict": method.state_dict(),
+                     "iteration": config.train.iterations}, out / "model.pt")
+    # With model.pt a rerun returns at once, so the resume state is dead weight (68 runs in the paper preset).
+    shutil.rmtree(folder)
