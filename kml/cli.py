@@ -22,7 +22,8 @@ def _prepare(args: argparse.Namespace) -> None:
     from kml.data.prepare import prepare_dataset
 
     prepare_dataset(args.dataset, raw=args.raw, out=args.out, image_size=args.image_size,
-                    fc100_negative=args.fc100_negative, workers=args.workers)
+                    fc100_negative=args.fc100_negative, workers=args.workers,
+                    omniglot_train_classes=args.omniglot_train_classes)
 
 
 def _synth(args: argparse.Namespace) -> None:
@@ -57,6 +58,32 @@ def _evaluate(args: argparse.Namespace) -> None:
     evaluate(load_run_config(args.config), models=args.model, out=args.out)
 
 
+def _transference(args: argparse.Namespace) -> None:
+    from kml.config import load_run_config
+    from kml.transference import run_transference
+
+    run_transference(load_run_config(args.config), checkpoints=args.checkpoint, out_dir=args.out_dir)
+
+
+def _report_transference(args: argparse.Namespace) -> None:
+    from kml.report.transference import report_transference
+
+    report_transference(args.csvs, out_dir=args.out_dir, note=args.note)
+
+
+def _report_accuracy(args: argparse.Namespace) -> None:
+    from kml.report import report_accuracy
+
+    report_accuracy(args.cells, out_dir=args.out_dir, note=args.note)
+
+
+def _bench(args: argparse.Namespace) -> None:
+    from kml.bench import markdown_table, run_benchmarks
+
+    run_benchmarks(args.out, only=args.only, quick=args.quick)
+    print(markdown_table(args.out), end="")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kml", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -80,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fc100-negative", action="store_true",
                    help="reproduce the released code's colour-negative FC100 images (REFERENCE 7.1)")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
+    p.add_argument("--omniglot-train-classes", type=int, default=1100,
+                   help="Omniglot characters in meta-train, the rest meta-test (default: 1100, as MMAML; "
+                        "synthetic archives from `kml synth`: 20)")
     p.set_defaults(handler=_prepare)
 
     p = commands.add_parser("synth", help="write small synthetic archives in a dataset's official format")
@@ -109,6 +139,40 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trained model file; Multi-* methods take one per mode")
     p.add_argument("--out", type=Path, required=True, help="cell CSV: per-task accuracies and summary")
     p.set_defaults(handler=_evaluate)
+
+    p = commands.add_parser("transference", help="loss ratios of target tasks after one-task lookahead updates, "
+                                                 "at training snapshots")
+    p.add_argument("--config", type=Path, required=True, help="run configuration YAML (its transference section)")
+    p.add_argument("--checkpoint", type=Path, action="append", required=True, metavar="SNAP.pt",
+                   help="training snapshot (snapshots/iter*.pt); repeatable")
+    p.add_argument("--out-dir", type=Path, required=True, help="writes iter{N}.csv per snapshot")
+    p.set_defaults(handler=_transference)
+
+    p = commands.add_parser("report", help="tables and figures from results, beside the paper's numbers")
+    reports = p.add_subparsers(dest="report", required=True, metavar="REPORT")
+    r = reports.add_parser("accuracy", help="summary CSVs, the paper's two tables and the comparison figure "
+                                            "from evaluated cells (any subset of the 64)")
+    r.add_argument("cells", type=Path, nargs="+", metavar="CELL.csv",
+                   help="cell CSVs written by `kml evaluate`")
+    r.add_argument("--out-dir", type=Path, required=True,
+                   help="writes summary.csv, per_mode.csv, tables/*.tex, figures/reproduction.{pdf,png}")
+    r.add_argument("--note", help="text printed in every table's caption and the figure's title, "
+                                  "e.g. what the numbers can and cannot show")
+    r.set_defaults(handler=_report_accuracy)
+    r = reports.add_parser("transference", help="transference summary, table and figures from `kml transference` CSVs")
+    r.add_argument("csvs", type=Path, nargs="+", metavar="CSV", help="iter{N}.csv files written by `kml transference`")
+    r.add_argument("--out-dir", type=Path, required=True,
+                   help="writes transference/summary.csv, tables/transference.tex, figures/transference_*.{pdf,png}")
+    r.add_argument("--note", help="text printed in the table's caption and under the figures' titles")
+    r.set_defaults(handler=_report_transference)
+
+    p = commands.add_parser("bench", help="measure speeds; appends to a results CSV and rewrites its Markdown table")
+    p.add_argument("--quick", action="store_true", help="tiny data and few repeats: proves it runs (for CI)")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results.csv"),
+                   help="results CSV to append to; the table goes beside it as .md (default: benchmarks/results.csv)")
+    p.add_argument("--only", action="append", metavar="NAME",
+                   help="run only this benchmark (repeatable), e.g. sampler")
+    p.set_defaults(handler=_bench)
     return parser
 
 

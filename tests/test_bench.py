@@ -1,0 +1,28 @@
+"""`kml bench`: the quick run writes its CSV rows and Markdown table (timings are not asserted)."""
+
+from __future__ import annotations
+
+import csv
+
+from kml.bench import CSV_COLUMNS
+from kml.cli import main
+
+
+def test_quick_sampler_bench_writes_csv_and_table(tmp_path):
+    out = tmp_path / "results.csv"
+    for _ in range(2):  # the second run appends to the first
+        assert main(["bench", "--quick", "--only", "sampler", "--out", str(out)]) == 0
+    with out.open(newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    assert tuple(reader.fieldnames) == CSV_COLUMNS
+    assert {"date", "device", "method", "shots", "seconds_per_iteration", "meta_batches_per_second"} <= set(CSV_COLUMNS)
+    assert [(r["method"], r["shots"]) for r in rows] == [("sampler", "1"), ("sampler", "5")] * 2
+    assert all(float(r["seconds_per_iteration"]) > 0 for r in rows)
+    table = out.with_suffix(".md").read_text()
+    assert table.count("| sampler |") == 2  # the latest row per shots only
+
+
+def test_unknown_benchmark_is_a_user_error(tmp_path, capsys):
+    assert main(["bench", "--quick", "--only", "nonsense", "--out", str(tmp_path / "r.csv")]) == 2
+    assert "choose from sampler" in capsys.readouterr().err
