@@ -1,0 +1,446 @@
+"""The workflow's plan: which jobs exist, where their files go and the run configuration of each.
+
+Everything here is a pure function of the workflow configuration (`config.yaml`, after Snakemake merged any
+`--configfile` overlay and validated it against `workflow/schemas/config.schema.yaml`). The Snakefile only
+wires these answers to rules, so the composition logic is unit-tested without Snakemake (tests/test_plan.py).
+
+How a run configuration is composed (a `kml.config.RunConfig` as a plain dict):
+
+1. the shared sections of config.yaml (`task`, `data`, `model`, `maml`, `protonet`, `optim`, `train`, `eval`,
+   `transference`), then, deep-merged in this order, `overrides.family[<family>]`,
+   `overrides.method[<method>]` and, for a Multi-* member only, `overrides.multi_member[<family>][<mode>]`;
+2. what the workflow decides: `method`, `modes`, `setting`, `task.shots`, `data.files`, and
+   `train.extra_checkpoints` (the transference snapshots) for the models the transference analysis reads;
+3. only the keys that can change the job's result are kept (`_uses`): a training never sees `eval` or
+   `transference`, MAML runs never see `protonet`, unmodulated methods never see `model.kml_form`, and
+   evaluation and transference (which rebuild each model from the configuration saved with it) see only the
+   tasks, the image size, where to run and their own section.
+   The dict is the job's Snakemake `params`, so editing one value in config.yaml reruns exactly the jobs
+   whose result it can change (and what is built from them), and nothing else.
+
+Paths (stable; docs/ARCHITECTURE.md and the README describe them):
+
+    data/synth/{dataset}/...                          synthetic archives + SHA256SUMS (smoke preset only)
+    data/raw/{dataset}/...                            official archives (`kml download`)
+    data/processed/{dataset}-{size}.h5                prepared images (`kml prepare`)
+    results/models/{setting}/{method}/{shots}shot/    a jointly trained model (run folder of `kml train`)
+    results/models/single/{family}/{mode}/{shots}shot/ a Multi-* member, shared by every setting with the mode
+    results/eval/{setting}/{method}/{shots}shot.csv   a table cell (`kml evaluate`), its config beside it (.yaml)
+    results/transference/{method}/{shots}shot/iter{N}.csv  loss ratios at snapshot N (`kml transference`)
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import shlex
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+import yaml
+
+from kml import MODES, KmlError
+from kml.config import ConfigError, run_config_from_dict
+
+MODULATED = frozenset({"mmaml", "mmaml_kml", "mprotonet", "mprotonet_kml"})
+KERNEL_MODULATED = frozenset({"mmaml_kml", "mprotonet_kml"})
+# The RunConfig sections config.yaml shares between runs.
+RUN_SECTIONS = ("task", "data", "model", "maml", "protonet", "optim", "train", "eval", "transference")
+
+SINGLE = "single"  # results/models/single/...: reserved, so no setting may take this name
+PROCESSED_DIR = "data/processed"
+MODELS_DIR = "results/models"
+EVAL_DIR = "results/eval"
+TRANSFERENCE_DIR = "results/transference"
+RESULTS_DIR = "results"
+
+# `kml report accuracy CELLS... --out-dir results` (docs/ARCHITECTURE.md, "Report").
+ACCURACY_REPORT = {
+    "summary": "results/summary.csv",
+    "per_mode": "results/per_mode.csv",
+    "maml_table": "results/tables/maml_family.tex",
+    "protonet_table": "results/tables/protonet_family.tex",
+    "reproduction_table": "results/tables/reproduction.tex",
+    "figure_pdf": "results/figures/reproduction.pdf",
+    "figure_png": "results/figures/reproduction.png",
+}
+# `kml report transference CSVS... --out-dir results` (docs/ARCHITECTURE.md, "Transference").
+TRANSFERENCE_REPORT = {
+    "summary": "results/transference/summary.csv",
+    "table": "results/tables/transference.tex",
+}
+# Its figures: results/figures/transference_{name}.{pdf,png}.
+TRANSFERENCE_FIGURES = ("histograms", "checkpoints", "kml")
+
+
+class PlanError(ConfigError):
+    """The workflow configuration is consistent with its schema but asks for something impossible."""
+
+
+def family_of(method: str) -> str:
+    return "protonet" if "protonet" in method else "maml"
+
+
+def is_multi(method: str) -> bool:
+    return method.startswith("multi_")
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A copy of `base` with `override` merged in: mappings recursively, every other value replaced."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in (override or {}).items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def to_yaml(values: Mapping[str, Any]) -> str:
+    """A run configuration as the one-line (flow style) YAML `kml train/evaluate/transference --config` reads.
+
+    One line, so that the rule writing it from its params shows it in a single line of the job's command."""
+    return yaml.safe_dump(dict(values), default_flow_style=True, width=float("inf"), sort_keys=False).strip()
+
+
+def snapshot_name(iteration: int) -> str:
+    """The file name `kml train` publishes train.extra_checkpoints under: snapshots/iter{N:06d}.pt."""
+    return f"iter{iteration:06d}.pt"
+
+
+def alternation(names: Iterable[str]) -> str:
+    """A regular expression matching exactly the given names (for Snakemake wildcard constraints)."""
+    names = sorted(set(names), key=lambda n: (-len(n), n))
+    return "|".join(re.escape(n) for n in names) if names else "(?!)"
+
+
+def _uses(purpose: str, section: str, key: str, method: str, modes: tuple[str, ...],
+          sections: Mapping[str, Any]) -> bool:
+    """Whether `section.key` can change what `kml {purpose}` computes for `method` on `modes`."""
+    if section in ("eval", "transference"):
+        return purpose == {"eval": "evaluate", "transference": "transference"}[section]
+    if (section, key) == ("data", "omniglot_rotation"):
+        return "omniglot" in modes
+    if purpose != "train":
+        # `kml evaluate` and `kml transference` rebuild each model from the configuration saved with it
+        # (model.pt, snapshots); of the run configuration they read only which tasks, the image size the
+        # model expects of the data, and where to run.
+        return section == "task" or (section, key) in {("model", "image_size"), ("train", "device")}
+    if section in ("maml", "protonet"):
+        return section == family_of(method)
+    if (section, key) == ("data", "mode_assignment"):
+        return len(modes) > 1  # how a meta-batch mixes modes
+    if (section, key) in {("model", "embedding_dim"), ("model", "query_embedding"), ("optim", "modulation_lr")}:
+        return method in MODULATED
+    if (section, key) == ("model", "kml_form"):
+        return method in KERNEL_MODULATED
+    if (section, key) == ("optim", "lr_decay_factor"):
+        return sections["optim"].get("lr_decay_every") is not None
+    return True
+
+
+class _Job:
+    """What every job's record shares: the run configuration it writes, and the prepared files it reads."""
+
+    run_config: dict[str, Any]
+
+    @property
+    def data_files(self) -> list[str]:
+        return list(self.run_config["data"]["files"].values())
+
+
+@dataclass(frozen=True)
+class Training(_Job):
+    """One `kml train` run: a joint model of a setting, or a Multi-* member (one family, one mode)."""
+
+    name: str  # "{setting}/{method}/{shots}shot" or "single/{family}/{mode}/{shots}shot"
+    method: str
+    modes: tuple[str, ...]
+    shots: int
+    run_config: dict[str, Any]
+    snapshots: tuple[int, ...] = ()
+
+    @property
+    def directory(self) -> str:
+        return f"{MODELS_DIR}/{self.name}"
+
+    @property
+    def model(self) -> str:
+        return f"{self.directory}/model.pt"
+
+    @property
+    def snapshot_files(self) -> list[str]:
+        return [f"{self.directory}/snapshots/{snapshot_name(n)}" for n in self.snapshots]
+
+
+@dataclass(frozen=True)
+class Cell(_Job):
+    """One table cell: `kml evaluate` of one method in one setting at one shot count."""
+
+    setting: str
+    method: str
+    shots: int
+    run_config: dict[str, Any]
+    trainings: tuple[Training, ...]  # the joint model, or one member per mode of the setting
+
+    @property
+    def name(self) -> str:
+        return f"{self.setting}/{self.method}/{self.shots}shot"
+
+    @property
+    def csv(self) -> str:
+        return f"{EVAL_DIR}/{self.name}.csv"
+
+    @property
+    def models(self) -> list[str]:
+        return [t.model for t in self.trainings]
+
+
+@dataclass(frozen=True)
+class TransferenceRun(_Job):
+    """`kml transference` on the snapshots of one trained model: one CSV per snapshot."""
+
+    method: str
+    shots: int
+    run_config: dict[str, Any]
+    training: Training
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}/{self.shots}shot"
+
+    @property
+    def directory(self) -> str:
+        return f"{TRANSFERENCE_DIR}/{self.name}"
+
+    @property
+    def csvs(self) -> list[str]:
+        return [f"{self.directory}/iter{n}.csv" for n in self.training.snapshots]
+
+
+class Plan:
+    """Every job of the workflow for one configuration, built and checked once when the Snakefile loads."""
+
+    def __init__(self, config: Mapping[str, Any]):
+        self.config = config
+        self.settings: dict[str, tuple[str, ...]] = {
+            name: tuple(m for m in MODES if m in modes) for name, modes in config["settings"].items()
+        }
+        self.methods: tuple[str, ...] = tuple(config["methods"])
+        self.shots: tuple[int, ...] = tuple(config["shots"])
+        self._check_settings()
+        analysis = config["transference_runs"]
+        self.transference_setting: str = analysis["setting"]
+        self.transference_methods: tuple[str, ...] = tuple(analysis["methods"])
+        self.transference_checkpoints: tuple[int, ...] = tuple(sorted(set(analysis["checkpoints"])))
+        self._check_transference()
+
+        self.trainings: dict[str, Training] = {}
+        self.cells: dict[str, Cell] = {}
+        for setting, modes in self.settings.items():
+            for method in self.methods:
+                for shots in self.shots:
+                    cell = self._cell(setting, modes, method, shots)
+                    self.cells[cell.name] = cell
+        self.transference: dict[str, TransferenceRun] = {}
+        for method in self.transference_methods if self.transference_checkpoints else ():
+            for shots in self.shots:
+                run = self._transference_run(method, shots)
+                self.transference[run.name] = run
+
+    # ---- checks beyond the schema --------------------------------------------------------------------------
+    def _check_settings(self) -> None:
+        if SINGLE in self.settings:
+            raise PlanError(f"settings.{SINGLE}: this name is reserved for the Multi-* members' folder "
+                            f"({MODELS_DIR}/{SINGLE}/); rename the setting")
+        for name, modes in self.settings.items():
+            if len(modes) != len(self.config["settings"][name]):
+                raise PlanError(f"settings.{name}: {list(self.config['settings'][name])} lists a mode twice")
+
+    def _check_transference(self) -> None:
+        if not self.transference_checkpoints:
+            return
+        where = "transference_runs"
+        if self.transference_setting not in self.settings:
+            raise PlanError(f"{where}.setting: {self.transference_setting!r} is not one of the settings "
+                            f"({', '.join(self.settings)})")
+        for method in self.transference_methods:
+            if is_multi(method) or method not in self.methods:
+                raise PlanError(f"{where}.methods: {method!r} must be a jointly trained method listed in methods "
+                                f"({', '.join(m for m in self.methods if not is_multi(m))})")
+        modes = self.settings[self.transference_setting]
+        for key in ("source_mode", "target_mode"):
+            mode = self.config["transference"][key]
+            if mode not in modes:
+                raise PlanError(f"transference.{key}: {mode!r} is not a mode of setting "
+                                f"{self.transference_setting} ({', '.join(modes)})")
+        if min(self.transference_checkpoints) < 1:
+            raise PlanError(f"{where}.checkpoints: iterations count from 1, got {list(self.transference_checkpoints)}")
+
+    # ---- run configurations --------------------------------------------------------------------------------
+    def _sections(self, method: str, member_mode: str | None = None) -> dict[str, Any]:
+        overrides = self.config["overrides"]
+        family = family_of(method)
+        sections = {name: dict(self.config[name]) for name in RUN_SECTIONS}
+        layers = [overrides["family"].get(family), overrides["method"].get(method)]
+        if member_mode is not None:
+            layers.append(overrides["multi_member"].get(family, {}).get(member_mode))
+        for layer in layers:
+            sections = deep_merge(sections, layer)
+        return sections
+
+    def _run_config(self, purpose: str, method: str, modes: tuple[str, ...], setting: str | None, shots: int,
+                    sections: Mapping[str, Any], where: str) -> dict[str, Any]:
+        sections = deep_merge(sections, {"task": {"shots": shots}})
+        size = sections["model"]["image_size"]
+        sections["data"]["files"] = {mode: processed_file(mode, size) for mode in modes}
+        values: dict[str, Any] = {"method": method, "modes": list(modes)}
+        if setting is not None:
+            values["setting"] = setting
+        for section in RUN_SECTIONS:
+            kept = {key: value for key, value in sections[section].items()
+                    if key == "files" or _uses(purpose, section, key, method, modes, sections)}
+            if kept:
+                values[section] = kept
+        try:
+            run_config_from_dict(values)
+        except KmlError as error:
+            raise PlanError(f"{where}: the composed run configuration is invalid: {error}") from None
+        return values
+
+    def _training(self, name: str, method: str, modes: tuple[str, ...], setting: str | None, shots: int,
+                  member_mode: str | None = None) -> Training:
+        if name in self.trainings:
+            return self.trainings[name]
+        snapshots = ()
+        if (setting == self.transference_setting and method in self.transference_methods
+                and self.transference_checkpoints):
+            snapshots = self.transference_checkpoints
+        sections = self._sections(method, member_mode)
+        if snapshots:
+            iterations = sections["train"]["iterations"]
+            if max(snapshots) > iterations:
+                raise PlanError(f"transference_runs.checkpoints: {list(snapshots)} must not exceed the "
+                                f"{iterations} training iterations of {name}; lower them or train longer")
+            sections = deep_merge(sections, {"train": {"extra_checkpoints": list(snapshots)}})
+        config = self._run_config("train", method, modes, setting, shots, sections, f"training {name}")
+        training = Training(name, method, modes, shots, config, snapshots)
+        self.trainings[name] = training
+        return training
+
+    def _cell(self, setting: str, modes: tuple[str, ...], method: str, shots: int) -> Cell:
+        if is_multi(method):
+            family = family_of(method)
+            trainings = tuple(
+                self._training(f"{SINGLE}/{family}/{mode}/{shots}shot", method, (mode,), None, shots, mode)
+                for mode in modes
+            )
+        else:
+            trainings = (self._training(f"{setting}/{method}/{shots}shot", method, modes, setting, shots),)
+        name = f"{setting}/{method}/{shots}shot"
+        config = self._run_config("evaluate", method, modes, setting, shots, self._sections(method), f"cell {name}")
+        return Cell(setting, method, shots, config, trainings)
+
+    def _transference_run(self, method: str, shots: int) -> TransferenceRun:
+        setting = self.transference_setting
+        training = self.trainings[f"{setting}/{method}/{shots}shot"]
+        config = self._run_config("transference", method, self.settings[setting], setting, shots,
+                                  self._sections(method), f"transference {method}/{shots}shot")
+        return TransferenceRun(method, shots, config, training)
+
+    # ---- lookups by wildcard -------------------------------------------------------------------------------
+    def training(self, name: str) -> Training:
+        return _lookup(self.trainings, name, "training", "settings x methods x shots, and the Multi-* members")
+
+    def cell(self, setting: str, method: str, shots: int | str) -> Cell:
+        return _lookup(self.cells, f"{setting}/{method}/{int(shots)}shot", "cell", "settings x methods x shots")
+
+    def transference_run(self, method: str, shots: int | str) -> TransferenceRun:
+        return _lookup(self.transference, f"{method}/{int(shots)}shot", "transference run",
+                       "transference_runs.methods x shots")
+
+    # ---- data ---------------------------------------------------------------------------------------------
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        """Every mode some run reads, in canonical order."""
+        used = {m for modes in self.settings.values() for m in modes}
+        return tuple(m for m in MODES if m in used)
+
+    @property
+    def processed_files(self) -> list[str]:
+        files = {f for t in self.trainings.values() for f in t.data_files}
+        return sorted(files)
+
+    @property
+    def synthesize(self) -> bool:
+        return bool(self.config["download"]["synthesize"])
+
+    def download_args(self, dataset: str) -> str:
+        """The options of `kml download DATASET --root data/raw` for this dataset, shell-quoted."""
+        download = self.config["download"]
+        args = []
+        for option, value in (("--mirror", download["mirror"]), ("--checksums", download["checksums"])):
+            if value:
+                args += [option, str(value).format(dataset=dataset)]
+        if dataset == "miniimagenet" and download["miniimagenet_variant"]:
+            args += ["--variant", download["miniimagenet_variant"]]
+        return shlex.join(args)
+
+    def prepare_args(self, dataset: str) -> str:
+        """The options of `kml prepare` that concern this dataset (so a change reprepares only it), quoted."""
+        prepare = self.config["prepare"]
+        args = []
+        if dataset == "fc100" and prepare["fc100_negative"]:
+            args.append("--fc100-negative")
+        if dataset == "omniglot":
+            args += ["--omniglot-train-classes", str(prepare["omniglot_train_classes"])]
+        return shlex.join(args)
+
+    # ---- targets ------------------------------------------------------------------------------------------
+    @property
+    def cell_csvs(self) -> list[str]:
+        return [c.csv for c in self.cells.values()]
+
+    @property
+    def transference_csvs(self) -> list[str]:
+        return [f for run in self.transference.values() for f in run.csvs]
+
+    @property
+    def transference_report(self) -> dict[str, str]:
+        if not self.transference:
+            return {}
+        files = dict(TRANSFERENCE_REPORT)
+        for figure in TRANSFERENCE_FIGURES:
+            for ext in ("pdf", "png"):
+                files[f"{figure}_{ext}"] = f"{RESULTS_DIR}/figures/transference_{figure}.{ext}"
+        return files
+
+    def all_targets(self) -> list[str]:
+        return [*self.cell_csvs, *ACCURACY_REPORT.values(), *self.transference_csvs,
+                *self.transference_report.values()]
+
+    def job_counts(self) -> dict[str, int]:
+        """Jobs per kind when nothing exists yet (the dry run of `all` reports the same numbers)."""
+        joint = [t for t in self.trainings.values() if not t.name.startswith(f"{SINGLE}/")]
+        return {
+            "synth": len(self.datasets) if self.synthesize else 0,
+            "download": len(self.datasets),
+            "prepare": len(self.processed_files),
+            "train_joint": len(joint),
+            "train_member": len(self.trainings) - len(joint),
+            "train_with_snapshots": sum(1 for t in self.trainings.values() if t.snapshots),
+            "evaluate": len(self.cells),
+            "transference": len(self.transference),
+        }
+
+
+def _lookup(jobs: Mapping[str, Any], name: str, kind: str, made_of: str) -> Any:
+    if name not in jobs:
+        raise PlanError(f"no {kind} {name!r} in this configuration ({made_of} of config.yaml and any preset)")
+    return jobs[name]
+
+
+def processed_file(dataset: str, image_size: int) -> str:
+    return str(PurePosixPath(PROCESSED_DIR) / f"{dataset}-{image_size}.h5")

@@ -1,0 +1,301 @@
+"""kml/plan.py: which jobs the workflow runs and the run configuration of each (no Snakemake needed)."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import update_config, validate
+
+from kml import MODES
+from kml.config import run_config_from_dict
+from kml.plan import SINGLE, Cell, Plan, PlanError, deep_merge, is_multi
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+SETTINGS = {
+    "2mode_dagger": ("miniimagenet", "fc100"),
+    "2mode": ("omniglot", "miniimagenet"),
+    "3mode": ("omniglot", "miniimagenet", "fc100"),
+    "5mode": MODES,
+}
+JOINT_METHODS = ("maml", "mmaml", "mmaml_kml", "protonet", "mprotonet", "mprotonet_kml")
+
+
+def workflow_config(*overlays: dict | str) -> dict:
+    """config.yaml with presets (file names under presets/) or dicts merged on top, as Snakemake merges
+    --configfile overlays, then validated against the workflow's schema."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    for overlay in overlays:
+        if isinstance(overlay, str):
+            overlay = yaml.safe_load((REPO / "presets" / overlay).read_text())
+        update_config(config, copy.deepcopy(overlay))
+    validate(config, str(SCHEMA))
+    return config
+
+
+@pytest.fixture(scope="module")
+def paper() -> Plan:
+    return Plan(workflow_config())
+
+
+def test_the_paper_has_48_joint_trainings_20_members_64_cells_and_12_transference_runs(paper):
+    joint = {n for n in paper.trainings if not n.startswith(f"{SINGLE}/")}
+    members = set(paper.trainings) - joint
+    assert joint == {f"{s}/{m}/{k}shot" for s in SETTINGS for m in JOINT_METHODS for k in (1, 5)}
+    assert members == {f"{SINGLE}/{f}/{mode}/{k}shot" for f in ("maml", "protonet") for mode in MODES
+                       for k in (1, 5)}
+    assert len(joint) == 48 and len(members) == 20
+    assert len(paper.cells) == 64
+    assert {(c.setting, c.method, c.shots) for c in paper.cells.values()} == {
+        (s, m, k) for s in SETTINGS for m in paper.methods for k in (1, 5)}
+    assert set(paper.transference) == {f"{m}/{k}shot" for m in JOINT_METHODS for k in (1, 5)}
+    assert paper.job_counts() == {"synth": 0, "download": 5, "prepare": 5, "train_joint": 48, "train_member": 20,
+                                  "train_with_snapshots": 12, "evaluate": 64, "transference": 12}
+
+
+def test_settings_modes_and_cells_use_the_canonical_mode_order(paper):
+    assert paper.settings == SETTINGS
+    for cell in paper.cells.values():
+        assert tuple(cell.run_config["modes"]) == SETTINGS[cell.setting]
+        assert cell.run_config["setting"] == cell.setting and cell.run_config["task"]["shots"] == cell.shots
+
+
+def test_joint_cells_use_their_own_setting_model(paper):
+    cell = paper.cell("2mode", "mmaml_kml", 5)
+    assert cell.csv == "results/eval/2mode/mmaml_kml/5shot.csv"
+    assert cell.models == ["results/models/2mode/mmaml_kml/5shot/model.pt"]
+    assert cell.trainings[0].run_config["modes"] == ["omniglot", "miniimagenet"]
+
+
+def test_multi_cells_take_one_member_per_mode_shared_between_settings(paper):
+    for family in ("maml", "protonet"):
+        for shots in (1, 5):
+            cells = {s: paper.cell(s, f"multi_{family}", shots) for s in SETTINGS}
+            for setting, cell in cells.items():
+                assert [t.modes for t in cell.trainings] == [(m,) for m in SETTINGS[setting]]
+                assert cell.models == [f"results/models/{SINGLE}/{family}/{m}/{shots}shot/model.pt"
+                                       for m in SETTINGS[setting]]
+            # the very same member object (one training job) wherever its mode occurs
+            omniglot = {id(t) for c in cells.values() for t in c.trainings if t.modes == ("omniglot",)}
+            assert len(omniglot) == 1
+            member = paper.training(f"{SINGLE}/{family}/fc100/{shots}shot")
+            assert member.run_config["method"] == f"multi_{family}" and member.run_config["modes"] == ["fc100"]
+            assert "setting" not in member.run_config
+
+
+def test_multi_maml_members_use_the_mmaml_readme_per_mode_hyperparameters(paper):
+    for shots in (1, 5):
+        omniglot = paper.training(f"{SINGLE}/maml/omniglot/{shots}shot").run_config
+        assert (omniglot["maml"]["inner_steps"], omniglot["maml"]["inner_lr"]) == (1, 0.4)
+        assert (omniglot["train"]["meta_batch_size"], omniglot["train"]["iterations"]) == (10, 60000)
+        for mode in MODES[1:]:
+            other = paper.training(f"{SINGLE}/maml/{mode}/{shots}shot").run_config
+            assert (other["maml"]["inner_steps"], other["maml"]["inner_lr"]) == (5, 0.01)
+            assert (other["train"]["meta_batch_size"], other["train"]["iterations"]) == (4, 80000)
+
+
+def test_joint_runs_and_multi_protonet_members_use_their_familys_hyperparameters(paper):
+    maml = paper.training("3mode/mmaml/1shot").run_config
+    assert (maml["maml"]["inner_steps"], maml["maml"]["inner_lr"], maml["maml"]["grad_clamp"]) == (5, 0.05, 20.0)
+    assert (maml["train"]["iterations"], maml["train"]["meta_batch_size"]) == (60000, 10)
+    assert maml["optim"]["lr_decay_every"] is None and "protonet" not in maml
+    protonet = paper.training("3mode/mprotonet_kml/5shot").run_config
+    assert (protonet["train"]["iterations"], protonet["optim"]["lr_decay_every"]) == (30000, 10000)
+    assert protonet["optim"]["lr_decay_factor"] == 0.5 and "maml" not in protonet
+    member = paper.training(f"{SINGLE}/protonet/cub/5shot").run_config
+    joint = paper.training("5mode/protonet/5shot").run_config
+    for section in ("task", "model", "protonet", "optim"):
+        assert member[section] == joint[section]
+    assert member["train"] == joint["train"]
+
+
+def test_only_the_transference_models_publish_snapshots(paper):
+    with_snapshots = {n for n, t in paper.trainings.items() if t.snapshots}
+    assert with_snapshots == {f"2mode_dagger/{m}/{k}shot" for m in JOINT_METHODS for k in (1, 5)}
+    training = paper.training("2mode_dagger/mprotonet/1shot")
+    assert training.run_config["train"]["extra_checkpoints"] == [5000, 10000, 15000, 20000]
+    assert training.snapshot_files[0] == "results/models/2mode_dagger/mprotonet/1shot/snapshots/iter005000.pt"
+    run = paper.transference_run("mprotonet", 1)
+    assert run.training is training
+    assert run.csvs == [f"results/transference/mprotonet/1shot/iter{n}.csv" for n in (5000, 10000, 15000, 20000)]
+
+
+@pytest.mark.parametrize("preset", [None, "smoke.yaml", "cpu.yaml"])
+def test_every_composed_run_config_is_a_valid_run_config_with_only_its_sections(preset):
+    plan = Plan(workflow_config(*([preset] if preset else [])))
+    for training in plan.trainings.values():
+        config = run_config_from_dict(training.run_config)
+        assert not {"eval", "transference"} & training.run_config.keys()
+        assert set(config.data.files) == set(config.modes)
+        assert config.train.extra_checkpoints == training.snapshots
+        assert all(n <= config.train.iterations for n in training.snapshots)
+    for job in [*plan.cells.values(), *plan.transference.values()]:
+        config = run_config_from_dict(job.run_config)
+        own = "eval" if isinstance(job, Cell) else "transference"
+        # evaluation and transference rebuild each model from the configuration saved with it
+        assert set(job.run_config) <= {"method", "modes", "setting", "task", "data", "model", "train", own}
+        assert own in job.run_config
+        assert set(job.run_config["train"]) == {"device"} and set(job.run_config["model"]) == {"image_size"}
+        trained = [run_config_from_dict(t.run_config) for t in
+                   (job.trainings if isinstance(job, Cell) else (job.training,))]
+        assert all(t.model.image_size == config.model.image_size and t.task == config.task for t in trained)
+        assert config.modes == tuple(m for t in trained for m in t.modes) or not is_multi(job.method)
+    for run in plan.transference.values():
+        assert run.run_config["modes"] == run.training.run_config["modes"]
+
+
+def test_smoke_preset_is_small_offline_and_complete():
+    plan = Plan(workflow_config("smoke.yaml"))
+    assert len(plan.cells) == 64 and len(plan.trainings) == 68 and len(plan.transference) == 12
+    assert plan.synthesize and plan.download_args("cub") == (
+        "--mirror data/synth/cub --checksums data/synth/cub/SHA256SUMS")
+    for training in plan.trainings.values():
+        assert training.run_config["train"]["iterations"] <= 10
+        assert training.run_config["model"]["image_size"] <= 28
+    assert all(c.run_config["eval"]["tasks_per_mode"] <= 20 for c in plan.cells.values())
+    assert "plumbing" in plan.config["report"]["note"]
+
+
+def affected(before: Plan, after: Plan) -> dict[str, set[str]]:
+    """The jobs whose params differ between two plans of the same job set."""
+    changed = {}
+    for kind in ("trainings", "cells", "transference"):
+        old, new = getattr(before, kind), getattr(after, kind)
+        assert old.keys() == new.keys()
+        changed[kind] = {name for name in old if old[name].run_config != new[name].run_config}
+    changed["prepare"] = {d for d in before.datasets if before.prepare_args(d) != after.prepare_args(d)}
+    changed["download"] = {d for d in before.datasets if before.download_args(d) != after.download_args(d)}
+    return changed
+
+
+MAML_JOINT = {f"{s}/{m}/{k}shot" for s in SETTINGS for m in ("maml", "mmaml", "mmaml_kml") for k in (1, 5)}
+ALL_CELLS = {f"{s}/{m}/{k}shot" for s in SETTINGS for m in (*JOINT_METHODS, "multi_maml", "multi_protonet")
+             for k in (1, 5)}
+ALL_TRAININGS = {f"{s}/{m}/{k}shot" for s in SETTINGS for m in JOINT_METHODS for k in (1, 5)} | {
+    f"{SINGLE}/{f}/{mode}/{k}shot" for f in ("maml", "protonet") for mode in MODES for k in (1, 5)}
+ALL_TRANSFERENCE = {f"{m}/{k}shot" for m in JOINT_METHODS for k in (1, 5)}
+KML_JOINT = {f"{s}/{m}/{k}shot" for s in SETTINGS for m in ("mmaml_kml", "mprotonet_kml") for k in (1, 5)}
+
+
+@pytest.mark.parametrize(("overlay", "trainings", "cells", "transference", "prepare"), [
+    # the shared MAML inner lr: joint MAML-family trainings only (the Multi-MAML members set their own);
+    # their cells and transference runs follow through the model files, not through their own params
+    ({"maml": {"inner_lr": 0.1}}, MAML_JOINT, set(), set(), set()),
+    # the KML kernel form: the two KML methods only
+    ({"model": {"kml_form": "released"}}, KML_JOINT, set(), set(), set()),
+    # the image size: every job, and the prepared files they read (new names: data/processed/*-64.h5)
+    ({"model": {"image_size": 64}}, ALL_TRAININGS, ALL_CELLS, ALL_TRANSFERENCE, set()),
+    # one Multi-MAML member's inner lr: that member at both shots; the cells follow through its model file
+    ({"overrides": {"multi_member": {"maml": {"fc100": {"maml": {"inner_lr": 0.02}}}}}},
+     {f"{SINGLE}/maml/fc100/1shot", f"{SINGLE}/maml/fc100/5shot"}, set(), set(), set()),
+    # evaluation tasks: every cell, no training
+    ({"eval": {"tasks_per_mode": 600}}, set(), ALL_CELLS, set(), set()),
+    # the transference analysis: its runs only
+    ({"transference": {"sources": 100}}, set(), set(),
+     {f"{m}/{k}shot" for m in JOINT_METHODS for k in (1, 5)}, set()),
+    # which snapshots: the 12 models that publish them (the analysis gets new snapshot and CSV files)
+    ({"transference_runs": {"checkpoints": [1000, 2000]}},
+     {f"2mode_dagger/{m}/{k}shot" for m in JOINT_METHODS for k in (1, 5)}, set(), set(), set()),
+    # a data option: that dataset's preparation only
+    ({"prepare": {"fc100_negative": True}}, set(), set(), set(), {"fc100"}),
+    # the ProtoNet family's schedule: its joint runs and the Multi-ProtoNet members
+    ({"overrides": {"family": {"protonet": {"train": {"iterations": 20000}}}}},
+     {f"{s}/{m}/{k}shot" for s in SETTINGS for m in ("protonet", "mprotonet", "mprotonet_kml") for k in (1, 5)}
+     | {f"{SINGLE}/protonet/{mode}/{k}shot" for mode in MODES for k in (1, 5)}, set(), set(), set()),
+])
+def test_changing_one_value_changes_the_params_of_exactly_the_jobs_it_affects(
+        paper, overlay, trainings, cells, transference, prepare):
+    changed = affected(paper, Plan(workflow_config(overlay)))
+    assert changed == {"trainings": trainings, "cells": cells, "transference": transference,
+                       "prepare": prepare, "download": set()}
+
+
+def test_report_and_scheduling_settings_change_no_jobs_params(paper):
+    overlay = {"report": {"note": "x"}, "resources": {"train": {"threads": 2, "gpu": 0}}}
+    assert not any(affected(paper, Plan(workflow_config(overlay))).values())
+
+
+@pytest.mark.parametrize(("overlay", "message"), [
+    ({"transference_runs": {"checkpoints": [5000, 40000]}},
+     r"checkpoints: \[5000, 40000\] must not exceed the 30000 training iterations of 2mode_dagger/protonet"),
+    ({"settings": {SINGLE: ["fc100"]}}, "settings.single: this name is reserved"),
+    ({"transference_runs": {"setting": "4mode"}}, "transference_runs.setting: '4mode' is not one of"),
+    ({"methods": ["maml", "multi_maml"]}, r"transference_runs.methods: 'mmaml' must be a jointly trained method"),
+    ({"transference": {"target_mode": "cub"}}, "transference.target_mode: 'cub' is not a mode of setting"),
+])
+def test_impossible_requests_are_rejected_naming_the_key(overlay, message):
+    with pytest.raises(PlanError, match=message):
+        Plan(workflow_config(overlay))
+
+
+@pytest.mark.parametrize(("overlay", "named"), [
+    ({"train": {"iteratons": 5}}, "'iteratons' was unexpected"),
+    ({"tranference": {}}, "'tranference' was unexpected"),
+    ({"maml": {"inner_lr": "fast"}}, "'fast' is not of type 'number'"),
+    ({"eval": {"tasks_per_mode": 0}}, "0 is less than the minimum of 1"),
+    ({"overrides": {"method": {"mmaml_kmll": {}}}}, "'mmaml_kmll' is not one of"),
+    ({"overrides": {"family": {"protonet": {"optim": {"lr_decay_evry": 5}}}}}, "'lr_decay_evry' was unexpected"),
+    ({"settings": {"2mode": ["omniglot", "imagenet"]}}, "'imagenet' is not one of"),
+    ({"shots": [1, "5"]}, "'5' is not of type 'integer'"),
+    ({"model": {"kml_form": "J+M"}}, "'J+M' is not one of"),
+])
+def test_schema_rejects_bad_values_naming_them(overlay, named):
+    with pytest.raises(WorkflowError, match=re.escape(named)):
+        workflow_config(overlay)
+
+
+def test_an_empty_checkpoint_list_turns_the_transference_analysis_off():
+    plan = Plan(workflow_config({"transference_runs": {"checkpoints": []}}))
+    assert not plan.transference and not plan.transference_report
+    assert not any(t.snapshots for t in plan.trainings.values())
+    assert all("transference" not in target for target in plan.all_targets())
+
+
+def test_deep_merge_copies_and_leaves_its_inputs_alone():
+    base = {"a": {"b": 1, "c": [1]}, "d": 2}
+    override = {"a": {"b": 3}, "e": {"f": 4}}
+    merged = deep_merge(base, override)
+    assert merged == {"a": {"b": 3, "c": [1]}, "d": 2, "e": {"f": 4}}
+    merged["a"]["c"].append(2)
+    merged["e"]["f"] = 5
+    assert base == {"a": {"b": 1, "c": [1]}, "d": 2} and override == {"a": {"b": 3}, "e": {"f": 4}}
+
+
+def test_paper_targets_are_the_documented_paths(paper):
+    targets = paper.all_targets()
+    assert len(set(targets)) == len(targets)
+    assert "results/eval/2mode_dagger/multi_protonet/1shot.csv" in targets
+    for path in ("results/summary.csv", "results/per_mode.csv", "results/tables/maml_family.tex",
+                 "results/tables/protonet_family.tex", "results/tables/reproduction.tex",
+                 "results/figures/reproduction.pdf", "results/figures/reproduction.png",
+                 "results/transference/summary.csv", "results/tables/transference.tex",
+                 "results/transference/mmaml_kml/5shot/iter20000.csv"):
+        assert path in targets
+    assert paper.processed_files == [f"data/processed/{m}-84.h5" for m in sorted(MODES)]
+    assert paper.prepare_args("omniglot") == "--omniglot-train-classes 1100"
+    assert paper.download_args("miniimagenet") == "--variant pickles" and paper.download_args("cub") == ""
+
+
+def test_schema_and_config_yaml_cover_every_run_config_field():
+    """Every RunConfig field the workflow does not set itself can be given in config.yaml, and is given there
+    (so the paper's value is written down), and the schema's enums are the package's names."""
+    import dataclasses
+
+    from kml.config import METHODS, RunConfig
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    set_by_plan = {("task", "shots"), ("data", "files"), ("train", "extra_checkpoints")}
+    for field in dataclasses.fields(RunConfig):
+        if not dataclasses.is_dataclass(field.default):
+            continue
+        keys = {f.name for f in dataclasses.fields(field.default)} - {k for s, k in set_by_plan if s == field.name}
+        assert set(schema["$defs"][field.name]["properties"]) == keys, field.name
+        assert set(config[field.name]) == keys, field.name
+    assert schema["$defs"]["mode"]["enum"] == list(MODES)
+    assert schema["$defs"]["method"]["enum"] == list(METHODS)

@@ -1,0 +1,266 @@
+"""The Snakemake workflow: dry runs of the paper, one cell, schema errors, lint, and the smoke preset end to end.
+
+Every test runs Snakemake in a fresh copy of the workflow (Snakefile, config, rules, presets, profiles, envs
+and the kml package that workflow/rules/common.smk imports), so results in the checkout never interfere.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOW_FILES = ("Snakefile", "config.yaml", "workflow", "presets", "profiles", "envs", "kml", "pyproject.toml")
+SMOKE = ("--configfile", "presets/smoke.yaml")
+METHODS = ("maml", "multi_maml", "mmaml", "mmaml_kml", "protonet", "multi_protonet", "mprotonet", "mprotonet_kml")
+# `snakemake -n` of the paper (config.yaml), by rule; tests/test_plan.py checks the same numbers on the plan.
+PAPER_JOBS = {
+    "download": 5, "prepare": 5,
+    "train": 56, "train_with_snapshots": 12,  # 48 joint + 20 Multi-* members
+    "evaluate": 64,
+    "transference": 12,
+    "report_accuracy": 1, "report_transference": 1, "all": 1,
+}
+
+
+def copy_workflow(destination: Path) -> Path:
+    destination.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, destination / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, destination / name)
+    return destination
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, capture_output=True, check=False,
+                            text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({result.returncode}):\n"
+                             f"{result.stdout[-4000:]}\n{result.stderr[-8000:]}")
+    return result
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a Snakemake run or dry run, without its total."""
+    table = output[output.index("Job stats:"):]
+    table = table[:table.index("\ntotal")]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)}
+
+
+def dry_run(workdir: Path, *args: str) -> tuple[dict[str, int], list[str]]:
+    """Job counts and every output file of the jobs a dry run schedules."""
+    result = snakemake(workdir, "--dry-run", *args)
+    text = result.stdout + result.stderr
+    outputs = [f for line in re.findall(r"^\s+output: (.*)$", text, re.MULTILINE) for f in line.split(", ")]
+    return job_counts(text), outputs
+
+
+@pytest.fixture(scope="module")
+def workflow(tmp_path_factory) -> Path:
+    return copy_workflow(tmp_path_factory.mktemp("workflow"))
+
+
+def test_paper_dry_run_schedules_every_job(workflow):
+    counts, outputs = dry_run(workflow)
+    assert counts == PAPER_JOBS, counts
+    assert sum(counts.values()) == 157
+    cells = {f for f in outputs if f.startswith("results/eval/") and f.endswith(".csv")}
+    assert len(cells) == 64
+    assert "results/models/single/maml/omniglot/1shot/model.pt" in outputs
+    assert "results/models/2mode_dagger/mmaml_kml/5shot/snapshots/iter020000.pt" in outputs
+
+
+def test_one_cell_builds_only_its_own_chain(workflow):
+    counts, outputs = dry_run(workflow, "results/eval/2mode/mmaml_kml/5shot.csv")
+    assert counts == {"download": 2, "prepare": 2, "train": 1, "evaluate": 1}
+    assert [f for f in outputs if f.startswith("results/eval/")] == [
+        "results/eval/2mode/mmaml_kml/5shot.yaml", "results/eval/2mode/mmaml_kml/5shot.csv"]
+    assert [f for f in outputs if f.endswith("model.pt")] == ["results/models/2mode/mmaml_kml/5shot/model.pt"]
+    assert {f for f in outputs if f.startswith("data/processed/")} == {
+        "data/processed/omniglot-84.h5", "data/processed/miniimagenet-84.h5"}
+
+
+def test_a_multi_cell_builds_one_member_per_mode_of_its_setting(workflow):
+    counts, outputs = dry_run(workflow, "results/eval/3mode/multi_maml/1shot.csv")
+    assert counts["train"] == 3 and counts["evaluate"] == 1
+    assert sorted(f for f in outputs if f.endswith("model.pt")) == [
+        f"results/models/single/maml/{mode}/1shot/model.pt" for mode in ("fc100", "miniimagenet", "omniglot")]
+
+
+def test_smoke_preset_dry_run_adds_the_synthetic_mirror(workflow):
+    counts, _ = dry_run(workflow, *SMOKE)
+    assert counts == {**PAPER_JOBS, "synth": 5}
+
+
+# More cases, without Snakemake: tests/test_plan.py::test_schema_rejects_bad_values_naming_them.
+@pytest.mark.parametrize(("overlay", "named"), [
+    ({"train": {"iteratons": 5}}, "'iteratons' was unexpected"),
+    ({"overrides": {"multi_member": {"maml": {"omniglot": {"train": {"iterations": "10"}}}}}},
+     "On instance['overrides']['multi_member']['maml']['omniglot']['train']['iterations']"),
+])
+def test_snakemake_rejects_a_misspelt_key_or_wrong_type_naming_it(workflow, tmp_path, overlay, named):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(overlay))
+    result = snakemake(workflow, "--dry-run", "--configfile", str(bad), check=False)
+    text = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Error validating config file" in text and named in text, text[-3000:]
+
+
+def test_impossible_plan_is_rejected_before_any_job(workflow, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"transference_runs": {"checkpoints": [40000]}}))
+    result = snakemake(workflow, "--dry-run", "--configfile", str(bad), check=False)
+    assert result.returncode != 0 and "must not exceed the 30000 training iterations" in result.stdout + result.stderr
+
+
+def test_lint_is_clean(workflow):
+    result = snakemake(workflow, "--lint")
+    assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+
+
+# ---- the smoke preset, end to end --------------------------------------------------------------------------
+
+PRESET = yaml.safe_load((REPO / "presets" / "smoke.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> Path:
+    """The smoke preset's whole `all` target, run once in a fresh copy with 2 cores."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("smoke"))
+    snakemake(workdir, "--cores", "2", *SMOKE)
+    return workdir
+
+
+@pytest.mark.slow
+def test_smoke_writes_every_cell_and_table(smoke):
+    summary = pd.read_csv(smoke / "results" / "summary.csv")
+    assert len(summary) == 64
+    assert set(map(tuple, summary[["setting", "method", "shots"]].values.tolist())) == {
+        (s, m, k) for s in ("2mode_dagger", "2mode", "3mode", "5mode") for m in METHODS for k in (1, 5)}
+    assert summary["accuracy"].between(0, 100).all()
+    assert (smoke / "results" / "per_mode.csv").stat().st_size > 0
+    labels = {"maml_family": ("MAML", "Multi-MAML", "MMAML", "MMAML+KML"),
+              "protonet_family": ("ProtoNet", "Multi-ProtoNet", "MProtoNet", "MProtoNet+KML")}
+    for table, methods in labels.items():
+        tex = (smoke / "results" / "tables" / f"{table}.tex").read_text()
+        assert all(method in tex for method in methods), (table, tex)
+        assert "plumbing" in tex  # the preset's note: these numbers prove nothing about the methods
+    assert "plumbing" in (smoke / "results" / "tables" / "reproduction.tex").read_text()
+    for figure in ("reproduction.pdf", "reproduction.png"):
+        assert (smoke / "results" / "figures" / figure).stat().st_size > 1000
+    cell = pd.read_csv(smoke / "results" / "eval" / "3mode" / "multi_maml" / "5shot.csv")
+    assert (cell["kind"] == "task").sum() == 3 * PRESET["eval"]["tasks_per_mode"]
+
+
+@pytest.mark.slow
+def test_smoke_writes_every_transference_output(smoke):
+    for method in ("maml", "mmaml", "mmaml_kml", "protonet", "mprotonet", "mprotonet_kml"):
+        for shots in (1, 5):
+            for iteration in PRESET["transference_runs"]["checkpoints"]:
+                ratios = pd.read_csv(smoke / "results" / "transference" / method / f"{shots}shot" / f"iter{iteration}.csv")
+                # one row per (source, target) pair, plus each target's self-transference
+                sources, targets = PRESET["transference"]["sources"], PRESET["transference"]["targets"]
+                assert len(ratios) == (sources + 1) * targets and ratios["self"].sum() == targets
+    assert (smoke / "results" / "transference" / "summary.csv").stat().st_size > 0
+    assert (smoke / "results" / "tables" / "transference.tex").stat().st_size > 0
+    figures = list((smoke / "results" / "figures").glob("transference_*"))
+    assert figures and all(f.stat().st_size > 1000 for f in figures)
+    assert {f.suffix for f in figures} == {".pdf", ".png"}
+
+
+@pytest.mark.slow
+def test_smoke_run_is_complete_and_reports(smoke):
+    # nothing left to do: every output is there and its params and code unchanged
+    again = snakemake(smoke, "--dry-run", *SMOKE)
+    assert "Nothing to be done" in again.stdout + again.stderr
+    snakemake(smoke, "--report", "results/report.html", *SMOKE)
+    html = (smoke / "results" / "report.html").read_text(errors="replace")
+    assert len(html) > 100_000 and "reproduction.png" in html and "summary.csv" in html
+
+
+@pytest.mark.slow
+def test_smoke_one_changed_value_reruns_exactly_the_affected_jobs(smoke, tmp_path):
+    overlay = tmp_path / "change.yaml"
+    # one Multi-MAML member's inner lr: that member (1 and 5 shots), the 3 settings with FC100 x 2 shots of
+    # multi_maml, and the accuracy report
+    overlay.write_text(yaml.safe_dump({"overrides": {"multi_member": {"maml": {"fc100": {"maml": {"inner_lr": 0.02}}}}}}))
+    counts, outputs = dry_run(smoke, *SMOKE, str(overlay))
+    assert counts == {"train": 2, "evaluate": 6, "report_accuracy": 1, "all": 1}, counts
+    assert {f for f in outputs if f.endswith(".csv") and "/eval/" in f} == {
+        f"results/eval/{s}/multi_maml/{k}shot.csv" for s in ("2mode_dagger", "3mode", "5mode") for k in (1, 5)}
+
+
+@pytest.mark.slow
+def test_smoke_failed_training_leaves_nothing_trusted_and_resumes(smoke, tmp_path):
+    """A training killed after its first checkpoint: no model.pt, the job is still due, and the next run
+    continues from the checkpoint instead of starting over. In a copy, so the other tests' run stays as it is."""
+    smoke = shutil.copytree(smoke, tmp_path / "copy", symlinks=True)
+    run = "results/models/single/protonet/cub/1shot"
+    overlay = tmp_path / "longer.yaml"
+    longer = {"overrides": {"multi_member": {"protonet": {"cub": {"train": {"iterations": 400}}}}}}
+    overlay.write_text(yaml.safe_dump(longer))
+    args = (f"{run}/model.pt", "--cores", "1", *SMOKE, str(overlay))
+    process = subprocess.Popen([sys.executable, "-m", "snakemake", *args], cwd=smoke, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        checkpoints = smoke / run / "checkpoints"
+        deadline = time.monotonic() + 300
+        while not any(checkpoints.glob("iter*.pt")) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert any(checkpoints.glob("iter*.pt")), "the training never wrote its first checkpoint"
+        # kill `kml train` itself, as an out-of-memory kill would: Snakemake sees its job fail
+        trainers = [pid for pid in descendants(process.pid) if "kml train" in command_line(pid)]
+        assert trainers
+        for pid in trainers:
+            os.kill(pid, signal.SIGKILL)
+        assert process.wait(timeout=120) != 0
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert not (smoke / run / "model.pt").exists()
+    assert any((smoke / run / "checkpoints").glob("iter*.pt"))
+    counts, _ = dry_run(smoke, f"{run}/model.pt", *SMOKE, str(overlay))
+    assert counts == {"train": 1}
+    snakemake(smoke, f"{run}/model.pt", "--cores", "1", *SMOKE, str(overlay))
+    log = (smoke / "logs" / "train" / "single" / "protonet" / "cub" / "1shot.log").read_text()
+    resumed_at = re.search(r"\|\s*(\d+)/400 \[", log)
+    assert resumed_at and int(resumed_at.group(1)) >= PRESET["train"]["checkpoint_every"], log[-2000:]
+    assert (smoke / run / "model.pt").exists()
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (Linux /proc), so that the test only ever signals processes it started."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, queue = [], [pid]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found

@@ -1,0 +1,91 @@
+# Helpers shared by the rules: the plan (kml/plan.py) and small functions that hand its answers to rules.
+
+import os
+from pathlib import Path
+import shlex
+import sys
+
+# The checkout's kml/plan.py, also when Snakemake runs from an environment without the package installed.
+sys.path.insert(0, str(workflow.basedir))
+from kml.plan import Plan, alternation, snapshot_name, to_yaml  # noqa: E402
+
+PLAN = Plan(config)
+RES = config["resources"]
+# envs/*.yaml install this checkout into each conda environment (`--sdm conda`): pip expands ${KML_ROOT}.
+os.environ.setdefault("KML_ROOT", str(workflow.basedir))
+
+
+wildcard_constraints:
+    setting=alternation(PLAN.settings),
+    method=alternation(PLAN.methods),
+    shots=r"\d+",
+    dataset=alternation(PLAN.datasets),
+    size=r"\d+",
+
+
+# ---- run configurations: a job writes its own from its params, so a changed value reruns exactly it -------
+
+
+def training_config(wildcards):
+    return to_yaml(PLAN.training(wildcards.run).run_config)
+
+
+def cell_config(wildcards):
+    return to_yaml(PLAN.cell(wildcards.setting, wildcards.method, wildcards.shots).run_config)
+
+
+def transference_config(wildcards):
+    return to_yaml(PLAN.transference_run(wildcards.method, wildcards.shots).run_config)
+
+
+# ---- inputs and outputs ------------------------------------------------------------------------------------
+
+
+def training_names(with_snapshots):
+    """Regex of the trainings that publish transference snapshots (True) or do not (False)."""
+    return alternation(n for n, t in PLAN.trainings.items() if bool(t.snapshots) == with_snapshots)
+
+
+def snapshot_outputs():
+    return [f"results/models/{{run}}/snapshots/{snapshot_name(n)}" for n in PLAN.transference_checkpoints]
+
+
+def training_data(wildcards):
+    return PLAN.training(wildcards.run).data_files
+
+
+def cell_models(wildcards):
+    return PLAN.cell(wildcards.setting, wildcards.method, wildcards.shots).models
+
+
+def cell_data(wildcards):
+    return PLAN.cell(wildcards.setting, wildcards.method, wildcards.shots).data_files
+
+
+def transference_outputs():
+    return [f"results/transference/{{method}}/{{shots}}shot/iter{n}.csv" for n in PLAN.transference_checkpoints]
+
+
+def transference_snapshots(wildcards):
+    return PLAN.transference_run(wildcards.method, wildcards.shots).training.snapshot_files
+
+
+def transference_data(wildcards):
+    return PLAN.transference_run(wildcards.method, wildcards.shots).data_files
+
+
+def transference_figures():
+    return [path for key, path in PLAN.transference_report.items() if key not in ("summary", "table")]
+
+
+# ---- command-line options ----------------------------------------------------------------------------------
+
+
+def repeated_option(option, paths):
+    """`--model a --model b`: one option per path, shell-quoted."""
+    return " ".join(f"{option} {shlex.quote(str(path))}" for path in paths)
+
+
+def note_option():
+    note = config["report"]["note"]
+    return shlex.join(["--note", note]) if note else ""

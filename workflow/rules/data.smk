@@ -1,0 +1,64 @@
+# Official archives -> data/raw/{dataset}/ (verified by checksum) -> data/processed/{dataset}-{size}.h5.
+
+
+if PLAN.synthesize:
+
+    # Testing only (presets/smoke.yaml): tiny archives in each dataset's official format, plus their
+    # SHA256SUMS, as a local mirror for the real download rule.
+    rule synth:
+        output:
+            checksums="data/synth/{dataset}/SHA256SUMS",
+        params:
+            out=lambda wildcards, output: Path(output.checksums).parent,
+        log:
+            "logs/synth/{dataset}.log",
+        threads: 1
+        resources:
+            mem_mb=RES["download"]["mem_mb"],
+            runtime=RES["download"]["runtime"],
+        conda:
+            "../../envs/data.yaml"
+        shell:
+            "kml synth {wildcards.dataset} --out {params.out} > {log} 2>&1"
+
+
+# The flag appears only after every file is in place and verified. Files stay where they are when the job
+# fails (a rerun resumes and verifies them), which declaring the archives themselves would not allow.
+rule download:
+    input:
+        "data/synth/{dataset}/SHA256SUMS" if PLAN.synthesize else [],
+    output:
+        touch("data/raw/{dataset}/download.done"),
+    params:
+        options=lambda wildcards: PLAN.download_args(wildcards.dataset),
+    log:
+        "logs/download/{dataset}.log",
+    threads: RES["download"]["threads"]
+    resources:
+        mem_mb=RES["download"]["mem_mb"],
+        runtime=RES["download"]["runtime"],
+    conda:
+        "../../envs/data.yaml"
+    shell:
+        "kml download {wildcards.dataset} --root data/raw {params.options} > {log} 2>&1"
+
+
+rule prepare:
+    input:
+        # The archives are identified by their checksums: downloading again (another mirror) changes nothing.
+        ancient("data/raw/{dataset}/download.done"),
+    output:
+        "data/processed/{dataset}-{size}.h5",
+    params:
+        options=lambda wildcards: PLAN.prepare_args(wildcards.dataset),
+    log:
+        "logs/prepare/{dataset}-{size}.log",
+    threads: RES["prepare"]["threads"]
+    resources:
+        mem_mb=RES["prepare"]["mem_mb"],
+        runtime=RES["prepare"]["runtime"],
+    conda:
+        "../../envs/data.yaml"
+    shell:
+        "kml prepare {wildcards.dataset} --raw data/raw --out {output} --image-size {wildcards.size}"
+        " --workers {threads} {params.options} > {log} 2>&1"

@@ -1,0 +1,71 @@
+# Tables and figures, with the paper's numbers beside ours; every file is also part of
+# `snakemake --report results/report.html` (captions: workflow/report/*.rst).
+
+
+rule report_accuracy:
+    input:
+        cells=PLAN.cell_csvs,
+    output:
+        summary=report("results/summary.csv", caption="../report/summary.rst", category="Accuracy"),
+        per_mode=report("results/per_mode.csv", caption="../report/per_mode.rst", category="Accuracy"),
+        maml_table=report(
+            "results/tables/maml_family.tex", caption="../report/maml_family.rst", category="Tables"
+        ),
+        protonet_table=report(
+            "results/tables/protonet_family.tex", caption="../report/protonet_family.rst", category="Tables"
+        ),
+        reproduction_table=report(
+            "results/tables/reproduction.tex", caption="../report/reproduction_table.rst", category="Tables"
+        ),
+        figure_pdf=report(
+            "results/figures/reproduction.pdf", caption="../report/reproduction_figure.rst", category="Figures"
+        ),
+        figure_png=report(
+            "results/figures/reproduction.png", caption="../report/reproduction_figure.rst", category="Figures"
+        ),
+    params:
+        note=note_option(),
+    log:
+        "logs/report/accuracy.log",
+    threads: RES["report"]["threads"]
+    resources:
+        mem_mb=RES["report"]["mem_mb"],
+        runtime=RES["report"]["runtime"],
+    conda:
+        "../../envs/report.yaml"
+    shell:
+        "kml report accuracy {input.cells} --out-dir results {params.note} > {log} 2>&1"
+
+
+if PLAN.transference:
+
+    rule report_transference:
+        input:
+            csvs=PLAN.transference_csvs,
+        output:
+            summary=report(
+                "results/transference/summary.csv",
+                caption="../report/transference_summary.rst",
+                category="Transference",
+            ),
+            table=report(
+                "results/tables/transference.tex",
+                caption="../report/transference_table.rst",
+                category="Tables",
+            ),
+            figures=[
+                report(path, caption="../report/transference_figures.rst", category="Transference")
+                for path in transference_figures()
+            ],
+        params:
+            note=note_option(),
+        log:
+            "logs/report/transference.log",
+        threads: RES["report"]["threads"]
+        resources:
+            mem_mb=RES["report"]["mem_mb"],
+            runtime=RES["report"]["runtime"],
+        conda:
+            "../../envs/report.yaml"
+        shell:
+            "kml report transference {input.csvs} --out-dir results {params.note} > {log} 2>&1"

@@ -1,0 +1,45 @@
+# Meta-training: results/models/{setting}/{method}/{shots}shot/ (joint) and
+# results/models/single/{family}/{mode}/{shots}shot/ (Multi-* members, shared between settings).
+#
+# The job writes its run configuration (run.yaml, composed from config.yaml by kml/plan.py) from its params,
+# which hold exactly the values that can change this training: Snakemake retrains when one of them changes.
+# The other declared outputs appear only when `kml train` succeeds (model.pt last); its resume state in
+# checkpoints/ is never declared, so it survives a failure and a retry (or a later run) continues from it.
+
+
+rule train:
+    input:
+        data=training_data,
+    output:
+        config="results/models/{run}/run.yaml",
+        model="results/models/{run}/model.pt",
+    params:
+        run_config=training_config,
+        out=lambda wildcards, output: Path(output.model).parent,
+    wildcard_constraints:
+        run=training_names(with_snapshots=False),
+    log:
+        "logs/train/{run}.log",
+    benchmark:
+        "results/benchmarks/train/{run}.tsv"
+    threads: RES["train"]["threads"]
+    resources:
+        mem_mb=RES["train"]["mem_mb"],
+        runtime=RES["train"]["runtime"],
+        gpu=RES["train"]["gpu"],
+    retries: RES["train"]["retries"]
+    conda:
+        "../../envs/train.yaml"
+    shell:
+        "printf '%s\\n' {params.run_config:q} > {output.config}"
+        " && kml train --config {output.config} --out {params.out} > {log} 2>&1"
+
+
+# The models the transference analysis reads also publish snapshots/iter{N:06d}.pt.
+use rule train as train_with_snapshots with:
+    output:
+        config="results/models/{run}/run.yaml",
+        model="results/models/{run}/model.pt",
+        snapshots=snapshot_outputs(),
+    wildcard_constraints:
+        run=training_names(with_snapshots=True),
