@@ -126,6 +126,8 @@ class TransferenceConfig:
     lookahead_params: Literal["all", "base"] = "all"
     # |LR - 1| < neutral_band counts as neutral.
     neutral_band: float = 0.01
+    # Source tasks whose lookaheads are evaluated together (vmapped); changes speed and memory only.
+    batch_size: int = 10
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,8 @@ class RunConfig:
     method: str
     # The modes of the setting (joint training) or a single mode (Multi-* members).
     modes: tuple[str, ...]
+    # The setting's name in the paper's tables (2mode_dagger, 2mode, 3mode, 5mode); a label for outputs.
+    setting: str = ""
     task: TaskConfig = TaskConfig()
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
