@@ -8,33 +8,63 @@ a CSV (columns CSV_COLUMNS), and the Markdown table beside it is rewritten with 
 Timing protocol: a few warm-up iterations (first-touch allocations, lazy initialisation), then several
 timed repeats of a fixed number of iterations; a result reports the median over the repeats of seconds per
 iteration, and the fastest and slowest repeat as its spread.
+
+`training` (the speed issue's benchmark) compares kml's meta-training iteration with the released code's way
+of computing one (`ReleasedStyle`), on the same weights and tasks, after checking that both give the same
+loss and gradients; the two take turns repeat by repeat, so that a shared machine's load hits both alike.
+From the measured seconds and kml/plan.py's job counts it estimates the paper preset's compute time.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 import os
 import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+import yaml
+from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
 
 import kml
 from kml import MODES, KmlError
-from kml.config import ModelConfig, TaskConfig, TrainConfig
-from kml.data.episodes import PIXEL_MAX, MultimodalSampler, SplitImages
+from kml.config import (
+    METHODS,
+    EvalConfig,
+    MAMLConfig,
+    ModelConfig,
+    RunConfig,
+    TaskConfig,
+    TrainConfig,
+    run_config_from_dict,
+)
+from kml.data.episodes import PIXEL_MAX, MetaBatch, MultimodalSampler, SplitImages
+from kml.methods.base import MetaLearner
+from kml.methods.registry import MODULATIONS, build_method
+from kml.models.backbone import PADDING, STRIDE
+from kml.plan import Plan
+from kml.train import build_optimizers, resolve_device
 
 CSV_COLUMNS = (
     "date", "device", "method", "ways", "shots", "queries", "meta_batch_size", "image_size", "repeats",
     "seconds_per_iteration", "seconds_per_iteration_min", "seconds_per_iteration_max",
     "meta_batches_per_second", "cpu_seconds_per_iteration", "load_average", "quick", "notes", "kml_version",
     "torch_version",
+    # training: the released code's way side by side, evaluation, memory, work done; paper-preset estimate
+    "baseline_seconds_per_iteration", "baseline_seconds_per_iteration_min", "baseline_seconds_per_iteration_max",
+    "baseline_cpu_seconds_per_iteration", "speedup", "cpu_speedup", "seconds_per_eval_task", "peak_memory_mb",
+    "baseline_peak_memory_mb", "flops_per_iteration", "flops_per_second", "peak_flops_per_second",
+    "fraction_of_peak", "baseline_fraction_of_peak", "max_relative_error", "estimated_hours",
 )
 
 # The paper's two shot settings; every benchmark that depends on K measures both.
@@ -51,6 +81,8 @@ class BenchSettings:
     warmup: int  # untimed iterations before the first repeat
     repeats: int  # timed repeats; the result is their median
     iterations: int  # iterations per timed repeat
+    methods: tuple[str, ...] | None = None  # `--methods`: the methods to measure (None: every one)
+    shots: tuple[int, ...] = SHOTS  # `--shots`
 
 
 FULL = BenchSettings(quick=False, warmup=5, repeats=7, iterations=20)
@@ -159,16 +191,677 @@ def bench_sampler(settings: BenchSettings) -> list[Result]:
     return results
 
 
-BENCHMARKS: dict[str, Callable[[BenchSettings], list[Result]]] = {"sampler": bench_sampler}
+def bench_transference(settings: BenchSettings) -> list[Result]:
+    """One snapshot's transference analysis (`kml transference`: TransferenceConfig's sources x targets, plus
+    the targets' self lookaheads) against as many training iterations of the same method as there are
+    sources, i.e. the cost of taking each lookahead as a training step; 2Mode-dagger, random images."""
+    from kml import transference as tr
+    from kml.config import TransferenceConfig
+
+    device = resolve_device("auto")
+    # Quick: tiny networks and task sets; full: the paper's networks and TransferenceConfig's defaults.
+    model = ModelConfig(channels=(8, 8, 8, 8), image_size=16, embedding_dim=8) if settings.quick else ModelConfig()
+    analysis = TransferenceConfig(sources=4, targets=2, batch_size=2) if settings.quick else TransferenceConfig()
+    task, train = TaskConfig(), TrainConfig()
+    # Task content does not change the speed, so the smallest splits that hold a task do.
+    splits = random_splits({mode: QUICK_SPLIT_SIZE for mode in (analysis.source_mode, analysis.target_mode)},
+                           model.image_size)
+    where = cpu_description() if device.type == "cpu" else torch.cuda.get_device_name(device)
+    results = []
+    for name in settings.methods or JOINT_METHODS:
+        for shots in settings.shots:
+            config = RunConfig(method=name, modes=tuple(splits), task=replace(task, shots=shots), model=model,
+                               transference=analysis)
+            method = build_method(config).to(device)
+            optimizers = build_optimizers(method, config.optim)
+            sampler = MultimodalSampler(splits, ways=task.ways, shots=shots, queries=task.queries,
+                                        meta_batch_size=train.meta_batch_size, seed=train.seed)
+
+            def train_step(i: int, method=method, optimizers=optimizers, sampler=sampler) -> None:
+                method.train()
+                loss = method(sampler.meta_batch(i).to(device)).loss
+                loss.item()  # training reads the loss every iteration, which waits for the GPU
+                for optimizer in optimizers.values():
+                    optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                for optimizer in optimizers.values():
+                    optimizer.step()
+
+            training = time_iterations(train_step, settings)  # also leaves the Adam state the lookahead reads
+            sources = tr.task_set(splits[analysis.source_mode], tr.SOURCE_SPLIT, config, analysis.sources,
+                                  tr.SOURCE_STREAM)
+            targets = tr.task_set(splits[analysis.target_mode], tr.TARGET_SPLIT, config, analysis.targets,
+                                  tr.TARGET_STREAM)
+            state = {"optimizers": {group: optimizer.state_dict() for group, optimizer in optimizers.items()}}
+            lookahead = tr.build_lookahead(method, state, analysis, "benchmark")
+            # One analysis takes minutes at the paper's sizes: timed once, after the training steps' warm-up.
+            timing = time_iterations(lambda i, method=method, lookahead=lookahead, sources=sources, targets=targets:
+                                     tr.lookahead_losses(method, lookahead, sources, targets, device),
+                                     replace(settings, warmup=0, repeats=1, iterations=1))
+            steps = analysis.sources
+            wall, cpu = (steps * statistics.median(values) for values in (training.seconds, training.cpu_seconds))
+            notes = (f"one snapshot: {analysis.sources} sources x {analysis.targets} targets + {analysis.targets} "
+                     f"self, {'batched (vmap)' if tr.batched(device) else 'loop'} path, chunks of {analysis.batch_size}; "
+                     f"{steps} training iterations (meta-batch {train.meta_batch_size}): {wall:.1f} s wall, "
+                     f"{cpu:.1f} s cpu; analysis / training: {timing.seconds[0] / wall:.2f} wall, "
+                     f"{timing.cpu_seconds[0] / cpu:.2f} cpu; {model.image_size} px, channels "
+                     f"{'/'.join(map(str, model.channels))}")
+            results.append(Result(f"transference {name}", where, task.ways, shots, task.queries,
+                                  analysis.batch_size, model.image_size, timing, settings.quick, notes))
+    return results
 
 
-def run_benchmarks(out: Path, only: Sequence[str] | None = None, quick: bool = False) -> list[Result]:
+# ---- meta-training: kml's fast path against the released code's way of computing a meta-batch ----------------
+
+JOINT_METHODS = tuple(m for m in METHODS if not m.startswith("multi_"))
+# The fast path and the baseline must agree this closely (fp32, relative) before they are timed.
+EQUIVALENCE_TOLERANCE = 1e-5
+# A training iteration takes seconds at 84 px on a CPU: a few repeats of one iteration each.
+TRAINING_FULL = BenchSettings(quick=False, warmup=1, repeats=3, iterations=1)
+# The released MMAML/KML code's BatchNorm momentum (REFERENCE §2.1); its running statistics are never read.
+RELEASED_BN_MOMENTUM = 0.001
+MIB = 2**20
+# Writing "5" to /proc/self/clear_refs resets the peak resident set size (VmHWM) to the current one (Linux).
+CLEAR_REFS, RESET_PEAK_RSS, PROC_STATUS = Path("/proc/self/clear_refs"), "5", Path("/proc/self/status")
+# The measured peak is the best of this many timed matrix products (after one untimed).
+MATMUL_REPEATS = 5
+HOUR = 3600
+# The workflow configuration of the paper preset, beside the package in a source checkout.
+PAPER_CONFIG = Path(kml.__file__).resolve().parents[1] / "config.yaml"
+# The bench's modes: 2Mode-dagger; task content does not change the speed, so random images in tiny splits.
+BENCH_MODES = ("miniimagenet", "fc100")
+
+
+@dataclass(frozen=True)
+class Scale:
+    """The sizes a training benchmark runs at."""
+
+    model: ModelConfig
+    task: TaskConfig  # ways and queries; the shots vary
+    matmul_size: int  # side of the matrices whose product measures the peak FLOP/s
+    # Quick runs shrink meta-batches and inner loops as well, keeping the paper preset's distinct
+    # configurations distinct, so that every step of the estimate runs.
+    meta_batch_divisor: int = 1
+    max_inner_steps: int | None = None
+
+    def meta_batch_size(self, paper: int) -> int:
+        return -(-paper // self.meta_batch_divisor)
+
+    def inner_steps(self, paper: int) -> int:
+        return paper if self.max_inner_steps is None else min(paper, self.max_inner_steps)
+
+
+PAPER_SCALE = Scale(ModelConfig(), TaskConfig(), matmul_size=2048)
+# Quick: 16 px rather than less, so that the last feature map still has 2x2 pixels and batch-statistics
+# BatchNorm stays well enough conditioned for the fp32 equivalence check.
+QUICK_SCALE = Scale(ModelConfig(channels=(4, 4, 4, 4), image_size=16, embedding_dim=8), TaskConfig(queries=2),
+                    matmul_size=256, meta_batch_divisor=5, max_inner_steps=2)
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """One configuration's meta-training iteration, fast path (`timing`) and, if measured, baseline."""
+
+    method: str
+    device: str
+    config: RunConfig
+    timing: Timing
+    baseline: Timing | None
+    eval_seconds_per_task: float
+    peak_memory_mb: float
+    baseline_peak_memory_mb: float | None
+    flops: float | None  # per iteration, counted on the baseline
+    peak_flops: float
+    max_relative_error: float | None
+    quick: bool
+    notes: str
+
+    def row(self) -> dict[str, str]:
+        config, seconds = self.config, statistics.median(self.timing.seconds)
+        row = {
+            "date": datetime.now(UTC).isoformat(timespec="seconds"), "device": self.device,
+            "method": self.method, "ways": str(config.task.ways), "shots": str(config.task.shots),
+            "queries": str(config.task.queries), "meta_batch_size": str(config.train.meta_batch_size),
+            "image_size": str(config.model.image_size), "repeats": str(len(self.timing.seconds)),
+            "seconds_per_iteration": f"{seconds:.6f}",
+            "seconds_per_iteration_min": f"{min(self.timing.seconds):.6f}",
+            "seconds_per_iteration_max": f"{max(self.timing.seconds):.6f}",
+            "meta_batches_per_second": f"{1 / seconds:.4f}",
+            "cpu_seconds_per_iteration": f"{statistics.median(self.timing.cpu_seconds):.6f}",
+            "load_average": f"{self.timing.load_average:.2f}", "quick": str(self.quick), "notes": self.notes,
+            "kml_version": kml.__version__, "torch_version": torch.__version__,
+            "seconds_per_eval_task": f"{self.eval_seconds_per_task:.6f}",
+            "peak_memory_mb": f"{self.peak_memory_mb:.1f}", "peak_flops_per_second": f"{self.peak_flops:.4g}",
+        }
+        if self.flops is not None:
+            row |= {"flops_per_iteration": f"{self.flops:.4g}", "flops_per_second": f"{self.flops / seconds:.4g}",
+                    "fraction_of_peak": f"{self.flops / seconds / self.peak_flops:.4f}"}
+        if self.baseline is not None:
+            base = statistics.median(self.baseline.seconds)
+            row |= {
+                "baseline_seconds_per_iteration": f"{base:.6f}",
+                "baseline_seconds_per_iteration_min": f"{min(self.baseline.seconds):.6f}",
+                "baseline_seconds_per_iteration_max": f"{max(self.baseline.seconds):.6f}",
+                "baseline_cpu_seconds_per_iteration": f"{statistics.median(self.baseline.cpu_seconds):.6f}",
+                "speedup": f"{base / seconds:.3f}",
+                "cpu_speedup": f"{statistics.median(self.baseline.cpu_seconds) / statistics.median(self.timing.cpu_seconds):.3f}",
+                "baseline_peak_memory_mb": f"{self.baseline_peak_memory_mb:.1f}",
+                "max_relative_error": f"{self.max_relative_error:.2e}",
+            }
+            if self.flops is not None:
+                row["baseline_fraction_of_peak"] = f"{self.flops / base / self.peak_flops:.4f}"
+        return row
+
+
+@dataclass(frozen=True)
+class EstimateResult:
+    """One part of the paper preset's estimated compute time on this machine."""
+
+    part: str  # training, evaluation, transference, total
+    device: str
+    seconds: float
+    quick: bool
+    notes: str
+
+    def row(self) -> dict[str, str]:
+        return {"date": datetime.now(UTC).isoformat(timespec="seconds"), "device": self.device,
+                "method": f"paper preset {self.part}", "shots": "", "quick": str(self.quick), "notes": self.notes,
+                "estimated_hours": f"{self.seconds / HOUR:.2f}", "kml_version": kml.__version__,
+                "torch_version": torch.__version__}
+
+
+def device_description(device: torch.device) -> str:
+    return cpu_description() if device.type == "cpu" else torch.cuda.get_device_name(device)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        CLEAR_REFS.write_text(RESET_PEAK_RSS)
+    except OSError:  # not Linux: peak_memory_mb falls back to the process's lifetime peak
+        pass
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak allocated GPU memory, or the CPU process's peak resident set size, since `reset_peak_memory`."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / MIB
+    try:
+        status = PROC_STATUS.read_text()
+    except OSError:
+        from kml.train import peak_memory_mb as lifetime_peak
+
+        return lifetime_peak(device)
+    kilobytes = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+    return kilobytes / 2**10
+
+
+def matmul_peak_flops(device: torch.device, size: int) -> float:
+    """The machine's measured peak: FLOP/s of the fastest of a few float32 size x size matrix products."""
+    a, b = (torch.rand(size, size, device=device) for _ in range(2))
+    fastest = math.inf
+    for repeat in range(MATMUL_REPEATS + 1):
+        synchronize(device)
+        begin = time.perf_counter()
+        torch.mm(a, b)
+        synchronize(device)
+        if repeat:  # the first product is the warm-up
+            fastest = min(fastest, time.perf_counter() - begin)
+    return 2 * size**3 / fastest
+
+
+def time_side_by_side(steps: dict[str, Callable[[int], object]], settings: BenchSettings,
+                      device: torch.device) -> dict[str, tuple[Timing, float]]:
+    """Like `time_iterations`, but the steps take turns repeat by repeat, on the same iteration indices (the
+    same tasks), so that a load change on a shared machine hits both alike. Per step: its Timing and its peak
+    memory (MiB) over the timed repeats."""
+    for index in range(settings.warmup):
+        for step in steps.values():
+            step(index)
+    synchronize(device)
+    load_average = os.getloadavg()[0]
+    seconds = {name: [] for name in steps}
+    cpu_seconds = {name: [] for name in steps}
+    peaks = dict.fromkeys(steps, 0.0)
+    for repeat in range(settings.repeats):
+        first = settings.warmup + repeat * settings.iterations
+        for name, step in steps.items():
+            reset_peak_memory(device)
+            wall_begin, cpu_begin = time.perf_counter(), time.process_time()
+            for index in range(first, first + settings.iterations):
+                step(index)
+            synchronize(device)
+            seconds[name].append((time.perf_counter() - wall_begin) / settings.iterations)
+            cpu_seconds[name].append((time.process_time() - cpu_begin) / settings.iterations)
+            peaks[name] = max(peaks[name], peak_memory_mb(device))
+    return {name: (Timing(tuple(seconds[name]), tuple(cpu_seconds[name]), load_average), peaks[name])
+            for name in steps}
+
+
+def thread_counts() -> list[int]:
+    """Candidate torch thread counts: 1, 2, 4, ... below the core count, and the core count."""
+    cores = os.cpu_count() or 1
+    return [*(1 << i for i in range(cores.bit_length()) if 1 << i < cores), cores]
+
+
+def choose_threads(step: Callable[[int], object], settings: BenchSettings) -> str:
+    """Set torch's CPU thread count to the candidate under which `step` runs fastest; describe the choice.
+
+    Measured rather than assumed: on a machine shared with other processes, more threads than free cores
+    make OpenMP's barriers wait for threads the scheduler has put aside, and fewer threads win."""
+    def with_threads(count: int) -> Callable[[int], object]:
+        def run(index: int) -> object:
+            torch.set_num_threads(count)
+            return step(index)
+        return run
+
+    measured = time_side_by_side({str(count): with_threads(count) for count in thread_counts()}, settings,
+                                 torch.device("cpu"))
+    medians = {int(count): statistics.median(timing.seconds) for count, (timing, _) in measured.items()}
+    best = min(medians, key=medians.__getitem__)
+    torch.set_num_threads(best)
+    listing = ", ".join(f"{count}: {seconds:.3g} s" for count, seconds in medians.items())
+    return f"{best} torch threads, the fastest of ({listing}) per protonet 1-shot iteration"
+
+
+def relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
+    """‖value − reference‖ / ‖reference‖, in float64."""
+    value, reference = value.detach().double(), reference.detach().double()
+    return (torch.linalg.vector_norm(value - reference) / torch.linalg.vector_norm(reference)).item()
+
+
+def gradient_errors(value: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Relative error of the gradient of each network part (backbone, encoder, generator: a parameter name's
+    first component), all its tensors as one vector.
+
+    Per part rather than per tensor: two float32 computations that sum in different orders differ by rounding,
+    which a second-order inner loop amplifies; conv biases and KML's Δb, whose true gradient is zero (they feed
+    batch-statistics BatchNorm, REFERENCE §2.4), and small BatchNorm scale vectors then hold nothing but that
+    rounding, tensor by tensor. Any real discrepancy in a tensor that matters shows at the part's level.
+    """
+    if value.keys() != reference.keys():
+        raise ValueError(f"different parameters: {sorted(value.keys() ^ reference.keys())}")
+    parts: dict[str, list[str]] = {}
+    for name in reference:
+        parts.setdefault(name.split(".")[0], []).append(name)
+    return {part: relative_error(torch.cat([value[n].flatten() for n in names]),
+                                 torch.cat([reference[n].flatten() for n in names]))
+            for part, names in parts.items()}
+
+
+def released_images(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 [n, 3, S, S] → float32 in [0, 1] on `device`, image by image through PIL, as the released datasets'
+    transform Resize((S, S), LANCZOS) → ToTensor does on every load (REFERENCE §1.2). At the stored size the
+    resize is a copy, so the pixels are exactly those of `MetaBatch.to`."""
+    size = images.shape[-1]
+    converted = []
+    for image in images.permute(0, 2, 3, 1).numpy():
+        picture = Image.fromarray(image).resize((size, size), Image.Resampling.LANCZOS)
+        converted.append(torch.from_numpy(np.array(picture)).permute(2, 0, 1).float().div(PIXEL_MAX))
+    return torch.stack(converted).to(device)
+
+
+class ReleasedStyle:
+    """A meta-batch computed the way the released MMAML and KML code computes it (REFERENCE §0), with a copy of
+    a kml method's weights: a Python loop over the tasks; each task's images converted one by one through PIL
+    (`released_images`); hand-written F.conv2d / F.batch_norm layers over a parameter dict, BatchNorm updating
+    running statistics it never reads; for the MAML family, an inner loop of torch.autograd.grad with
+    create_graph=True (second order); two Adams, as the released trainers.
+
+    It implements the paper preset only (ProtoNet without transductive refinement, task embedding from the
+    support set); written independently of kml's modules, it also cross-checks them.
+    """
+
+    def __init__(self, config: RunConfig, method: MetaLearner, device: torch.device):
+        if config.family == "protonet" and config.protonet.transductive:
+            raise BenchError("the baseline has no transductive ProtoNet; benchmark protonet.transductive: false")
+        if config.model.query_embedding != "support":
+            raise BenchError("the baseline embeds the support set only; benchmark model.query_embedding: support")
+        self.config = config
+        self.device = device
+        self.modulation = MODULATIONS[config.method]
+        self.layers = len(config.model.channels)
+        self.params = {name: p.detach().clone().requires_grad_() for name, p in method.named_parameters()}
+        self.running = {(net, layer): (torch.zeros(c, device=device), torch.ones(c, device=device))
+                        for net in ("backbone", "encoder") for layer, c in enumerate(config.model.channels)}
+        base = [p for name, p in self.params.items() if name.startswith("backbone.")]
+        modulation = [p for name, p in self.params.items() if not name.startswith("backbone.")]
+        self.optimizers = [torch.optim.Adam(group, lr=config.optim.lr) for group in (base, modulation) if group]
+
+    def _conv_net(self, net: str, x: torch.Tensor, params: dict[str, torch.Tensor],
+                  kernels: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+                  films: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
+        residual = self.config.model.kml_form == "residual"
+        for layer in range(self.layers):
+            prefix = f"{net}.blocks.{layer}"
+            weight, bias = params[f"{prefix}.conv.weight"], params[f"{prefix}.conv.bias"]
+            if kernels is not None:
+                multiplier, shift = kernels[layer]
+                weight, bias = weight * (1 + multiplier if residual else multiplier), bias + shift
+            x = F.conv2d(x, weight, bias, stride=STRIDE, padding=PADDING)
+            running_mean, running_var = self.running[net, layer]
+            x = F.batch_norm(x, running_mean, running_var, params.get(f"{prefix}.norm.weight"),
+                             params.get(f"{prefix}.norm.bias"), training=True, momentum=RELEASED_BN_MOMENTUM)
+            if films is not None:
+                scale, shift = films[layer]
+                x = x * (1 + scale).view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
+            x = F.relu(x)
+        return x
+
+    def _task_modulation(self, images: torch.Tensor) -> tuple[list | None, list | None]:
+        """(KML kernels, FiLM parameters) per layer from a task's support images; (None, None) unmodulated."""
+        if self.modulation == "none":
+            return None, None
+        p = self.params
+        pooled = self._conv_net("encoder", images, p).mean(dim=(2, 3))
+        embedding = F.relu(F.linear(pooled, p["encoder.project.weight"], p["encoder.project.bias"])).mean(dim=0)
+
+        def head(name: str) -> torch.Tensor:
+            return F.linear(embedding, p[f"generator.layers.{name}.weight"], p[f"generator.layers.{name}.bias"])
+
+        if self.modulation == "film":
+            return None, [head(str(layer)).chunk(2) for layer in range(self.layers)]
+        return [(torch.outer(head(f"{layer}.v"), head(f"{layer}.u")).reshape(p[f"backbone.blocks.{layer}.conv.weight"].shape),
+                 head(f"{layer}.delta_b")) for layer in range(self.layers)], None
+
+    def _task_loss(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor,
+                   query_y: torch.Tensor) -> torch.Tensor:
+        kernels, films = self._task_modulation(support_x)
+        if self.config.family == "protonet":
+            support = self._conv_net("backbone", support_x, self.params, kernels, films).flatten(1)
+            query = self._conv_net("backbone", query_x, self.params, kernels, films).flatten(1)
+            # support rows are sorted by label (MetaBatch): class k's shots are rows k*K .. k*K+K-1
+            prototypes = support.view(self.config.task.ways, self.config.task.shots, -1).mean(dim=1)
+            return F.cross_entropy(-((query[:, None] - prototypes[None]) ** 2).sum(dim=-1), query_y)
+        maml = self.config.maml
+        fast = {name: p for name, p in self.params.items() if name.startswith("backbone.")}
+
+        def logits(x: torch.Tensor) -> torch.Tensor:
+            features = self._conv_net("backbone", x, fast, kernels, films).mean(dim=(2, 3))
+            return F.linear(features, fast["backbone.head.weight"], fast["backbone.head.bias"])
+
+        for _ in range(maml.inner_steps):
+            grads = torch.autograd.grad(F.cross_entropy(logits(support_x), support_y), list(fast.values()),
+                                        create_graph=not maml.first_order)
+            if maml.grad_clamp > 0:
+                grads = [grad.clamp(-maml.grad_clamp, maml.grad_clamp) for grad in grads]
+            fast = {name: w - maml.inner_lr * grad for (name, w), grad in zip(fast.items(), grads, strict=True)}
+        return F.cross_entropy(logits(query_x), query_y)
+
+    def loss(self, batch: MetaBatch) -> torch.Tensor:
+        """The meta-batch's mean query loss, from the uint8 batch as sampled."""
+        losses = [self._task_loss(released_images(batch.support_images[t], self.device),
+                                  batch.support_labels[t].to(self.device),
+                                  released_images(batch.query_images[t], self.device),
+                                  batch.query_labels[t].to(self.device))
+                  for t in range(batch.num_tasks)]
+        return torch.stack(losses).mean()
+
+    def step(self, batch: MetaBatch) -> None:
+        loss = self.loss(batch)
+        loss.item()  # the released trainers log the loss every iteration
+        for optimizer in self.optimizers:
+            optimizer.zero_grad()
+        loss.backward()
+        for optimizer in self.optimizers:
+            optimizer.step()
+
+
+def bench_config(key: CostKey, scale: Scale) -> RunConfig:
+    """The run configuration measured for a paper-preset cost key at `scale`."""
+    method, shots, meta_batch_size, inner_steps = key
+    train, maml, evaluation = TrainConfig(), MAMLConfig(), EvalConfig()
+    return RunConfig(
+        method=method, modes=BENCH_MODES, task=replace(scale.task, shots=shots), model=scale.model,
+        maml=replace(maml, inner_steps=scale.inner_steps(inner_steps or maml.inner_steps)),
+        train=replace(train, meta_batch_size=scale.meta_batch_size(meta_batch_size)),
+        eval=replace(evaluation, meta_batch_size=scale.meta_batch_size(evaluation.meta_batch_size)),
+    )
+
+
+def joint_key(method: str, shots: int) -> CostKey:
+    """The cost key of a joint training with the configuration defaults (the paper's)."""
+    return cost_key(RunConfig(method=method, modes=BENCH_MODES, task=TaskConfig(shots=shots)))
+
+
+def _training_step(method: MetaLearner, optimizers: dict[str, torch.optim.Adam], sampler: MultimodalSampler,
+                   device: torch.device) -> Callable[[int], None]:
+    """One meta-training iteration as `kml train` runs it: sample, convert on the device, update."""
+
+    def step(index: int) -> None:
+        loss = method(sampler.meta_batch(index).to(device)).loss
+        loss.item()  # training logs the loss every iteration
+        for optimizer in optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for optimizer in optimizers.values():
+            optimizer.step()
+
+    return step
+
+
+def _eval_seconds_per_task(method: MetaLearner, config: RunConfig, splits: dict[str, SplitImages],
+                           settings: BenchSettings, device: torch.device) -> float:
+    """Median seconds per evaluation task (eval mode, no graph), in meta-batches of eval.meta_batch_size."""
+    tasks = config.eval.meta_batch_size
+    sampler = MultimodalSampler(splits, ways=config.task.ways, shots=config.task.shots,
+                                queries=config.task.queries, meta_batch_size=tasks, seed=config.eval.seed)
+
+    def evaluate(index: int) -> None:
+        with torch.no_grad():
+            method(sampler.meta_batch(index).to(device)).task_accuracies.tolist()
+
+    method.eval()
+    timing = time_iterations(evaluate, settings)
+    method.train()
+    return statistics.median(timing.seconds) / tasks
+
+
+def _path_notes(method: MetaLearner, device: torch.device) -> str:
+    if method.batches_tasks(device):
+        return "fast path: tasks vmapped"
+    return "fast path: task loop, channels-last" if method.channels_last else "fast path: task loop"
+
+
+def compare_training(config: RunConfig, splits: dict[str, SplitImages], settings: BenchSettings,
+                     device: torch.device, peak_flops: float, quick: bool, threads: str) -> TrainingResult:
+    """kml's training iteration against `ReleasedStyle`'s on the same weights and tasks: first the losses and
+    gradients of one meta-batch must agree (EQUIVALENCE_TOLERANCE), then the two are timed taking turns."""
+    fast = build_method(config).to(device)
+    baseline = ReleasedStyle(config, fast, device)
+    sampler = MultimodalSampler(splits, ways=config.task.ways, shots=config.task.shots,
+                                queries=config.task.queries, meta_batch_size=config.train.meta_batch_size,
+                                seed=config.train.seed)
+    batch = sampler.meta_batch(0)
+    params = dict(fast.named_parameters())
+    loss = fast(batch.to(device)).loss
+    fast_grads = dict(zip(params, torch.autograd.grad(loss, list(params.values())), strict=True))
+    with FlopCounterMode(display=False) as counter:
+        baseline_loss = baseline.loss(batch)
+        baseline_grads = dict(zip(baseline.params, torch.autograd.grad(baseline_loss, list(baseline.params.values())),
+                                  strict=True))
+    errors = {"loss": relative_error(loss, baseline_loss), **gradient_errors(fast_grads, baseline_grads)}
+    worst = max(errors.values())
+    if worst > EQUIVALENCE_TOLERANCE:
+        listing = ", ".join(f"{part} {error:.1e}" for part, error in errors.items())
+        raise BenchError(f"{config.method} {config.task.shots}-shot: the fast path and the baseline disagree beyond "
+                         f"{EQUIVALENCE_TOLERANCE:g} (relative: {listing}); not timing different computations")
+    del loss, fast_grads, baseline_loss, baseline_grads
+    steps = {"fast": _training_step(fast, build_optimizers(fast, config.optim), sampler, device),
+             "baseline": lambda index: baseline.step(sampler.meta_batch(index))}
+    measured = time_side_by_side(steps, settings, device)
+    (timing, peak), (baseline_timing, baseline_peak) = measured["fast"], measured["baseline"]
+    second_order = config.family == "maml" and not config.maml.first_order
+    notes = (f"{_path_notes(fast, device)}; baseline: the released code's way (task loop, per-image PIL, "
+             f"hand-written layers{', autograd.grad create_graph inner loop' if second_order else ''}); "
+             f"both include sampling; {model_notes(config)}; {threads}")
+    return TrainingResult(config.method, device_description(device), config, timing, baseline_timing,
+                          _eval_seconds_per_task(fast, config, splits, settings, device), peak, baseline_peak,
+                          counter.get_total_flops(), peak_flops, worst, quick, notes)
+
+
+def measure_fast(config: RunConfig, label: str, splits: dict[str, SplitImages], settings: BenchSettings,
+                 device: torch.device, peak_flops: float, quick: bool, why: str) -> TrainingResult:
+    """kml's training iteration and evaluation task alone (configurations the estimate needs beyond the
+    compared ones)."""
+    method = build_method(config).to(device)
+    sampler = MultimodalSampler(splits, ways=config.task.ways, shots=config.task.shots,
+                                queries=config.task.queries, meta_batch_size=config.train.meta_batch_size,
+                                seed=config.train.seed)
+    step = _training_step(method, build_optimizers(method, config.optim), sampler, device)
+    timing, peak = time_side_by_side({"fast": step}, settings, device)["fast"]
+    notes = f"{why}; {_path_notes(method, device)}; no baseline; {model_notes(config)}"
+    return TrainingResult(label, device_description(device), config, timing, None,
+                          _eval_seconds_per_task(method, config, splits, settings, device), peak, None, None,
+                          peak_flops, None, quick, notes)
+
+
+def model_notes(config: RunConfig) -> str:
+    notes = f"channels {'/'.join(map(str, config.model.channels))}"
+    if config.family == "maml":
+        order = "first" if config.maml.first_order else "second"
+        notes += f", {config.maml.inner_steps} inner steps, {order} order"
+    return notes
+
+
+CostKey = tuple[str, int, int, int]  # method as trained, shots, meta-batch size, inner steps (0: ProtoNet)
+
+
+def cost_key(config: RunConfig) -> CostKey:
+    """What a run's cost per iteration or per task depends on (a Multi-* member trains as maml/protonet)."""
+    steps = config.maml.inner_steps if config.family == "maml" else 0
+    return config.method.removeprefix("multi_"), config.task.shots, config.train.meta_batch_size, steps
+
+
+def paper_plan() -> Plan | None:
+    """The paper preset's jobs (kml/plan.py on config.yaml), or None outside a source checkout."""
+    if not PAPER_CONFIG.exists():
+        return None
+    return Plan(yaml.safe_load(PAPER_CONFIG.read_text()))
+
+
+def preset_configs(plan: Plan) -> list[RunConfig]:
+    """Every training configuration of the plan (a cell's and a transference run's models are among them)."""
+    return [run_config_from_dict(training.run_config) for training in plan.trainings.values()]
+
+
+def preset_estimate(plan: Plan, costs: dict[CostKey, TrainingResult]) -> dict[str, tuple[float, str]]:
+    """Seconds (and how they were counted) of the plan's training, evaluation and transference jobs, from the
+    measured seconds per iteration (training) and per evaluation task of each cost key."""
+    def iteration(config: RunConfig) -> float:
+        return statistics.median(costs[cost_key(config)].timing.seconds)
+
+    def task(config: RunConfig) -> float:
+        return costs[cost_key(config)].eval_seconds_per_task
+
+    trainings = preset_configs(plan)
+    training = sum(c.train.iterations * iteration(c) for c in trainings)
+    iterations = sum(c.train.iterations for c in trainings)
+    evaluation, eval_tasks = 0.0, 0
+    for cell in plan.cells.values():
+        per_mode = run_config_from_dict(cell.run_config).eval.tasks_per_mode
+        for member in cell.trainings:  # one joint model on every mode, or one member per mode
+            config = run_config_from_dict(member.run_config)
+            tasks = per_mode * len(config.modes) if len(cell.trainings) == 1 else per_mode
+            evaluation += tasks * task(config)
+            eval_tasks += tasks
+    transference, snapshots = 0.0, 0
+    for run in plan.transference.values():
+        config, analysis = run_config_from_dict(run.training.run_config), run_config_from_dict(run.run_config)
+        sources, targets = analysis.transference.sources, analysis.transference.targets
+        # per snapshot: a one-task update per source and per target (self), and the target losses before,
+        # after each source's update and after each target's own
+        lookaheads = (sources + targets) * iteration(config) / config.train.meta_batch_size
+        losses = (2 * targets + sources * targets) * task(config)
+        transference += len(run.training.snapshots) * (lookaheads + losses)
+        snapshots += len(run.training.snapshots)
+    runs = f"{len(plan.transference)} runs, {snapshots} snapshots; one-task updates costed as 1/meta-batch"
+    return {
+        "training": (training, f"{len(trainings)} trainings, {iterations:,} iterations in all"),
+        "evaluation": (evaluation, f"{len(plan.cells)} cells, {eval_tasks:,} test tasks"),
+        "transference": (transference, f"{runs} of an iteration"),
+    }
+
+
+def bench_training(settings: BenchSettings) -> list[TrainingResult | EstimateResult]:
+    """Seconds per meta-training iteration of each joint method at the paper's settings, kml's fast path
+    against the released code's way (`ReleasedStyle`), with seconds per evaluation task, peak memory, FLOPs
+    and the fraction of the measured peak; then, when every method and shot count was measured, the paper
+    preset's estimated compute time on this machine."""
+    device = resolve_device("auto")
+    scale = QUICK_SCALE if settings.quick else PAPER_SCALE
+    timing = settings if settings.quick else TRAINING_FULL
+    methods, shots = settings.methods or JOINT_METHODS, settings.shots
+    splits = random_splits({mode: QUICK_SPLIT_SIZE for mode in BENCH_MODES}, scale.model.image_size)
+    threads = "GPU"
+    if device.type == "cpu":
+        config = bench_config(joint_key("protonet", SHOTS[0]), scale)
+        method = build_method(config)
+        sampler = MultimodalSampler(splits, ways=config.task.ways, shots=config.task.shots,
+                                    queries=config.task.queries, meta_batch_size=config.train.meta_batch_size,
+                                    seed=config.train.seed)
+        threads = choose_threads(_training_step(method, build_optimizers(method, config.optim), sampler, device),
+                                 timing)
+    peak_flops = matmul_peak_flops(device, scale.matmul_size)
+    results: list[TrainingResult | EstimateResult] = []
+    costs: dict[CostKey, TrainingResult] = {}
+    for method in methods:
+        for k in shots:
+            key = joint_key(method, k)
+            costs[key] = compare_training(bench_config(key, scale), splits, timing, device, peak_flops,
+                                          settings.quick, threads)
+            results.append(costs[key])
+    plan = paper_plan()
+    if plan is None or set(methods) != set(JOINT_METHODS) or set(shots) != set(SHOTS):
+        return results
+    for config in preset_configs(plan):
+        key = cost_key(config)
+        if key not in costs:
+            _, _, meta_batch, steps = key
+            label = f"{config.method} member (meta-batch {meta_batch}, inner steps {steps})"
+            costs[key] = measure_fast(bench_config(key, scale), label, splits, timing, device, peak_flops,
+                                      settings.quick, f"a paper-preset member configuration; {threads}")
+            results.append(costs[key])
+    parts = preset_estimate(plan, costs)
+    where = device_description(device)
+    for part, (seconds, notes) in parts.items():
+        results.append(EstimateResult(part, where, seconds, settings.quick,
+                                      f"{notes}; counts from kml/plan.py on {PAPER_CONFIG.name}; "
+                                      f"measured fast-path seconds x counts, sampling included; {threads}"))
+    total = sum(seconds for seconds, _ in parts.values())
+    results.append(EstimateResult("total", where, total, settings.quick, "training + evaluation + transference"))
+    return results
+
+
+class Row(Protocol):
+    def row(self) -> dict[str, str]: ...
+
+
+BENCHMARKS: dict[str, Callable[[BenchSettings], Sequence[Row]]] = {"sampler": bench_sampler,
+                                                                   "transference": bench_transference,
+                                                                   "training": bench_training}
+
+
+def run_benchmarks(out: Path, only: Sequence[str] | None = None, quick: bool = False,
+                   methods: Sequence[str] | None = None, shots: Sequence[int] | None = None) -> list[Row]:
     """Run the chosen benchmarks (all by default), append their rows to `out` and rewrite the Markdown table."""
     names = list(only) if only else list(BENCHMARKS)
     unknown = [name for name in names if name not in BENCHMARKS]
     if unknown:
         raise BenchError(f"--only: unknown benchmarks {unknown}; choose from {', '.join(BENCHMARKS)}")
-    settings = QUICK if quick else FULL
+    wrong = [m for m in methods or () if m not in JOINT_METHODS] + [str(k) for k in shots or () if k not in SHOTS]
+    if wrong:
+        raise BenchError(f"--methods/--shots: {', '.join(wrong)} not benchmarked; methods are "
+                         f"{', '.join(JOINT_METHODS)} (Multi-* members train as maml/protonet), shots {SHOTS}")
+    settings = replace(QUICK if quick else FULL, methods=tuple(methods) if methods else None,
+                       shots=tuple(shots) if shots else SHOTS)
     results = [result for name in names for result in BENCHMARKS[name](settings)]
     append_rows(out, [result.row() for result in results])
     out.with_suffix(".md").write_text(markdown_table(out))
@@ -180,8 +873,10 @@ def append_rows(path: Path, rows: list[dict[str, str]]) -> None:
         with path.open(newline="") as f:
             header = next(csv.reader(f), None)
         if header is not None and tuple(header) != CSV_COLUMNS:
-            raise BenchError(f"{path}: its columns differ from this version's ({', '.join(CSV_COLUMNS)}); "
-                             "move it aside or pass another --out")
+            if not set(header) < set(CSV_COLUMNS):
+                raise BenchError(f"{path}: its columns differ from this version's ({', '.join(CSV_COLUMNS)}); "
+                                 "move it aside or pass another --out")
+            _add_columns(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     is_new = not path.exists() or path.stat().st_size == 0
     with path.open("a", newline="") as f:
@@ -191,11 +886,25 @@ def append_rows(path: Path, rows: list[dict[str, str]]) -> None:
         writer.writerows(rows)
 
 
+def _add_columns(path: Path) -> None:
+    """Rewrite a CSV written before columns were added: the new columns empty in its rows."""
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def markdown_table(csv_path: Path) -> str:
-    """The latest row of each (method, shots, device, quick) in the CSV, as a Markdown table."""
+    """The latest row of each (method, shots, device, quick) in the CSV, as Markdown tables: the training
+    comparison and the paper-preset estimate apart from the others."""
     with csv_path.open(newline="") as f:
         rows = list(csv.DictReader(f))
     latest = {(r["method"], r["shots"], r["device"], r["quick"]): r for r in rows}
+    estimates = [r for r in latest.values() if r.get("estimated_hours")]
+    trainings = [r for r in latest.values() if r.get("seconds_per_eval_task")]
+    latest = {key: r for key, r in latest.items() if r not in estimates and r not in trainings}
     lines = [
         f"Latest results from `{csv_path.name}` (written by `kml bench`; one row per method, shots, device).",
         "Seconds are wall-clock per iteration (for the sampler: per meta-batch); a load average above the",
@@ -210,4 +919,55 @@ def markdown_table(csv_path: Path) -> str:
                      f"| {float(r['seconds_per_iteration_min']):.4f} – {float(r['seconds_per_iteration_max']):.4f} "
                      f"| {float(r['meta_batches_per_second']):.1f} | {float(r['cpu_seconds_per_iteration']):.4f} "
                      f"| {r['load_average']} | {r['quick']} | {r['date']} | {r['notes']} |")
+    if trainings:
+        lines += ["", *training_table(trainings)]
+    if estimates:
+        lines += ["", *estimate_table(estimates)]
     return "\n".join(lines) + "\n"
+
+
+def _number(value: str, spec: str) -> str:
+    return format(float(value), spec) if value else "–"
+
+
+def training_table(rows: list[dict[str, str]]) -> list[str]:
+    lines = [
+        "Meta-training iterations: kml's fast path against the released code's way (baseline), same weights",
+        "and tasks, taking turns; seconds are wall-clock medians (fastest – slowest repeat); the speedup is",
+        "baseline / fast. FLOPs are counted on the baseline's iteration (the work both do); the peak is the",
+        "fastest float32 matrix product measured in the same run.",
+        "",
+        ("| method | shots | device | s / iteration | baseline s / iteration | speedup | cpu speedup "
+         "| s / eval task | peak MB (baseline) | GFLOP / iteration | fraction of peak (baseline) "
+         "| max rel. error | load | quick | date | notes |"),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["device"], r["quick"], r["method"], int(r["shots"]))):
+        lines.append(
+            f"| {r['method']} | {r['shots']} | {r['device']} | {float(r['seconds_per_iteration']):.3f} "
+            f"({float(r['seconds_per_iteration_min']):.3f} – {float(r['seconds_per_iteration_max']):.3f}) "
+            f"| {_number(r['baseline_seconds_per_iteration'], '.3f')} "
+            f"({_number(r['baseline_seconds_per_iteration_min'], '.3f')} – "
+            f"{_number(r['baseline_seconds_per_iteration_max'], '.3f')}) "
+            f"| {_number(r['speedup'], '.2f')} | {_number(r['cpu_speedup'], '.2f')} "
+            f"| {float(r['seconds_per_eval_task']):.4f} | {float(r['peak_memory_mb']):.0f} "
+            f"({_number(r['baseline_peak_memory_mb'], '.0f')}) "
+            f"| {_number(r['flops_per_iteration'] and str(float(r['flops_per_iteration']) / 1e9), '.1f')} "
+            f"| {_number(r['fraction_of_peak'], '.3f')} ({_number(r['baseline_fraction_of_peak'], '.3f')}) "
+            f"| {r['max_relative_error'] or '–'} | {r['load_average']} | {r['quick']} | {r['date']} "
+            f"| {r['notes']} |")
+    return lines
+
+
+def estimate_table(rows: list[dict[str, str]]) -> list[str]:
+    lines = [
+        "The paper preset's estimated compute time on the measuring machine: measured seconds per iteration",
+        "and per evaluation task times the job counts of kml/plan.py (config.yaml).",
+        "",
+        "| part | device | hours | quick | date | notes |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["device"], r["quick"], r["date"])):
+        lines.append(f"| {r['method']} | {r['device']} | {float(r['estimated_hours']):.1f} | {r['quick']} "
+                     f"| {r['date']} | {r['notes']} |")
+    return lines

@@ -80,7 +80,7 @@ def _report_accuracy(args: argparse.Namespace) -> None:
 def _bench(args: argparse.Namespace) -> None:
     from kml.bench import markdown_table, run_benchmarks
 
-    run_benchmarks(args.out, only=args.only, quick=args.quick)
+    run_benchmarks(args.out, only=args.only, quick=args.quick, methods=args.methods, shots=args.shots)
     print(markdown_table(args.out), end="")
 
 
@@ -172,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="results CSV to append to; the table goes beside it as .md (default: benchmarks/results.csv)")
     p.add_argument("--only", action="append", metavar="NAME",
                    help="run only this benchmark (repeatable), e.g. sampler")
+    p.add_argument("--methods", nargs="+", metavar="METHOD",
+                   help="training benchmark: only these joint methods (default: all six; the paper-preset "
+                        "estimate needs all of them and both shot counts)")
+    p.add_argument("--shots", nargs="+", type=int, metavar="K", help="training benchmark: only these shots")
     p.set_defaults(handler=_bench)
     return parser
 

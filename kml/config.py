@@ -99,6 +99,14 @@ class TrainConfig:
     # Iterations whose checkpoints are kept and published as snapshots (the transference analysis reads them).
     extra_checkpoints: tuple[int, ...] = ()
     log_every: int = 100
+    # Speed switches (kml/methods/base.py). How a meta-batch's tasks run: "vmap" together, "loop" one after
+    # another (the reference), "auto" what `kml bench` measured faster (vmap on the GPU, and on the CPU
+    # wherever a task's network differs from the others'). Same mathematics either way.
+    task_batching: Literal["auto", "vmap", "loop"] = "auto"
+    # The loop's images in channels-last layout, which oneDNN's CPU convolutions run faster. Same values.
+    channels_last: bool = True
+    # bfloat16 autocast: faster on tensor-core GPUs, but it rounds, so results change; off by default.
+    amp_bf16: bool = False
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,10 @@
 
 The modulation is computed once per task and held fixed; the inner loop adapts the backbone's parameters
 (conv W, b and the head) only, with the modulated kernel recomputed from the fast W at every step.
+
+The inner gradient is taken with `torch.func.grad`, not `torch.autograd.grad`: it composes with
+`torch.func.vmap`, so a meta-batch's tasks can adapt together (`MetaLearner.task_batching`), and its result stays
+differentiable w.r.t. everything outside the transform, which gives the second-order meta-gradient.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.func import functional_call
+from torch.func import functional_call, grad
 
 from kml.config import MAMLConfig
 from kml.methods.base import MetaLearner
@@ -17,9 +21,18 @@ from kml.models.backbone import LayerModulation
 
 
 class MAML(MetaLearner):
+    adapts_per_task = True
+
     def __init__(self, *args, config: MAMLConfig, **kwargs):
         super().__init__(*args, **kwargs)
         self.config = config
+
+    def _support_loss(
+        self, fast: dict[str, Tensor], support_x: Tensor, support_y: Tensor,
+        modulation: list[LayerModulation] | None,
+    ) -> Tensor:
+        logits = functional_call(self.backbone, fast, (support_x, modulation))
+        return F.cross_entropy(logits, support_y)
 
     def adapt(
         self, support_x: Tensor, support_y: Tensor, modulation: list[LayerModulation] | None
@@ -27,26 +40,22 @@ class MAML(MetaLearner):
         """The backbone's fast weights after `inner_steps` clamped SGD steps on the support loss.
 
         Training with gradients enabled: the fast weights stay functions of the meta-parameters, through
-        second-order terms unless `first_order`. Otherwise (evaluation, or no outer gradient wanted) every
-        step starts from detached weights, so no graph outlives one step; gradients w.r.t. the fast weights
-        are still needed, hence `enable_grad` (the evaluator may run under `torch.no_grad`).
+        second-order terms unless `first_order`. Otherwise (evaluation, or no outer gradient wanted) the
+        weights start detached and no graph is kept. `torch.func.grad` computes the inner gradient even
+        under an outer `torch.no_grad` (the evaluator's), and an outer `no_grad` around it is how the
+        first-order and evaluation cases keep the gradient itself out of the outer graph.
         """
         differentiable = self.training and torch.is_grad_enabled()
-        create_graph = differentiable and not self.config.first_order
+        second_order = differentiable and not self.config.first_order
         fast = dict(self.backbone.named_parameters())
-        with torch.enable_grad():
-            for _ in range(self.config.inner_steps):
-                if not differentiable:
-                    fast = {name: weight.detach().requires_grad_() for name, weight in fast.items()}
-                logits = functional_call(self.backbone, fast, (support_x, modulation))
-                loss = F.cross_entropy(logits, support_y)
-                grads = torch.autograd.grad(loss, tuple(fast.values()), create_graph=create_graph)
-                if self.config.grad_clamp > 0:
-                    grads = [grad.clamp(-self.config.grad_clamp, self.config.grad_clamp) for grad in grads]
-                steps = zip(fast.items(), grads, strict=True)
-                fast = {name: weight - self.config.inner_lr * grad for (name, weight), grad in steps}
         if not differentiable:
             fast = {name: weight.detach() for name, weight in fast.items()}
+        for _ in range(self.config.inner_steps):
+            with torch.set_grad_enabled(second_order):
+                grads = grad(self._support_loss)(fast, support_x, support_y, modulation)
+            if self.config.grad_clamp > 0:
+                grads = {name: g.clamp(-self.config.grad_clamp, self.config.grad_clamp) for name, g in grads.items()}
+            fast = {name: weight - self.config.inner_lr * grads[name] for name, weight in fast.items()}
         return fast
 
     def query_logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:

@@ -61,11 +61,14 @@ def build_method(config: RunConfig) -> MetaLearner:
         )
         encoder = TaskEncoder(model.channels, model.embedding_dim) if modulation != "none" else None
         generator = _generator(modulation, model) if modulation != "none" else None
+    speed = {"task_batching": config.train.task_batching, "channels_last": config.train.channels_last,
+             "amp_bf16": config.train.amp_bf16}
     if maml:
-        return MAML(backbone, encoder, generator, query_embedding=model.query_embedding, config=config.maml)
+        return MAML(backbone, encoder, generator, query_embedding=model.query_embedding, config=config.maml,
+                    **speed)
     return ProtoNet(
         backbone, encoder, generator, query_embedding=model.query_embedding,
-        ways=config.task.ways, transductive=config.protonet.transductive,
+        ways=config.task.ways, transductive=config.protonet.transductive, **speed,
     )
 
 
