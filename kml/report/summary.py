@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from kml import MODES, KmlError
+from kml.report.csvfiles import read_checked_csv
 from kml.report.paper import KEYS, paper_results, sort_like_paper
 
 CELL_COLUMNS = [
@@ -50,16 +51,7 @@ def read_cells(paths: list[Path]) -> pd.DataFrame:
 
 
 def _read_cell(path: Path) -> pd.DataFrame:
-    try:
-        cell = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise KmlError(f"{path}: not a readable cell CSV ({error})") from None
-    missing = [column for column in CELL_COLUMNS if column not in cell.columns]
-    if missing:
-        raise KmlError(
-            f"{path}: not a cell CSV: missing columns {', '.join(missing)} "
-            f"(expected {', '.join(CELL_COLUMNS)})"
-        )
+    cell = read_checked_csv(path, CELL_COLUMNS, "cell CSV")
     unknown_kinds = set(cell["kind"]) - KINDS
     if unknown_kinds:
         raise KmlError(

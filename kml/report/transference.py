@@ -40,6 +40,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from kml import KmlError
+from kml.report.csvfiles import read_checked_csv
 from kml.config import METHODS
 from kml.report.paper import METHOD_LABELS, transference_reference
 from kml.report.tables import _caption, _float, escape_latex
@@ -85,13 +86,7 @@ def read_transference(paths: list[Path]) -> pd.DataFrame:
     """All rows of the given CSVs, each checked against the contract; a KmlError names the bad file."""
     frames = []
     for path in map(Path, paths):
-        try:
-            frame = pd.read_csv(path)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-            raise KmlError(f"{path}: not a readable transference CSV ({error})") from None
-        missing = [c for c in CSV_COLUMNS if c not in frame.columns]
-        if missing:
-            raise KmlError(f"{path}: not a transference CSV (`kml transference`): missing columns {', '.join(missing)}")
+        frame = read_checked_csv(path, CSV_COLUMNS, "transference CSV (`kml transference`)")
         if frame.empty or frame[SNAPSHOT].drop_duplicates().shape[0] != 1:
             raise KmlError(f"{path}: a transference CSV holds the rows of exactly one (method, shots, iteration)")
         if not frame["ratio"].gt(0).all():
