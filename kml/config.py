@@ -103,8 +103,9 @@ class TrainConfig:
     # another (the reference), "auto" what `kml bench` measured faster (vmap on the GPU, and on the CPU
     # wherever a task's network differs from the others'). Same mathematics either way.
     task_batching: Literal["auto", "vmap", "loop"] = "auto"
-    # The loop's images in channels-last layout, which oneDNN's CPU convolutions run faster. Same values.
-    channels_last: bool = True
+    # The loop's images in channels-last layout: oneDNN's CPU convolutions run it about 10% faster, but its
+    # float32 gradients measured 8-36x further from float64 than NCHW's (kml/methods/base.py), so off.
+    channels_last: bool = False
     # bfloat16 autocast: faster on tensor-core GPUs, but it rounds, so results change; off by default.
     amp_bf16: bool = False
 

@@ -4,8 +4,8 @@ The modulation is computed once per task and held fixed; the inner loop adapts t
 (conv W, b and the head) only, with the modulated kernel recomputed from the fast W at every step.
 
 The inner gradient is taken with `torch.func.grad`, not `torch.autograd.grad`: it composes with
-`torch.func.vmap`, so a meta-batch's tasks can adapt together (`MetaLearner.task_batching`), and its result stays
-differentiable w.r.t. everything outside the transform, which gives the second-order meta-gradient.
+`torch.func.vmap`, so a meta-batch's tasks can adapt together (`MetaLearner.task_batching`), and its result
+stays differentiable w.r.t. everything outside the transform, which gives the second-order meta-gradient.
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ from kml.models.backbone import LayerModulation
 
 
 class MAML(MetaLearner):
-    adapts_per_task = True
-
     def __init__(self, *args, config: MAMLConfig, **kwargs):
         super().__init__(*args, **kwargs)
         self.config = config
@@ -54,7 +52,8 @@ class MAML(MetaLearner):
             with torch.set_grad_enabled(second_order):
                 grads = grad(self._support_loss)(fast, support_x, support_y, modulation)
             if self.config.grad_clamp > 0:
-                grads = {name: g.clamp(-self.config.grad_clamp, self.config.grad_clamp) for name, g in grads.items()}
+                clamp = self.config.grad_clamp
+                grads = {name: g.clamp(-clamp, clamp) for name, g in grads.items()}
             fast = {name: weight - self.config.inner_lr * grads[name] for name, weight in fast.items()}
         return fast
 
