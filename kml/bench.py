@@ -24,7 +24,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -33,13 +33,12 @@ from typing import Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import yaml
-from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 import kml
 from kml import MODES, KmlError
+from kml.baseline import ReleasedImages, ReleasedStyle, released_splits
 from kml.config import (
     METHODS,
     EvalConfig,
@@ -52,8 +51,7 @@ from kml.config import (
 )
 from kml.data.episodes import PIXEL_MAX, MetaBatch, MultimodalSampler, SplitImages
 from kml.methods.base import MetaLearner
-from kml.methods.registry import MODULATIONS, build_method
-from kml.models.backbone import PADDING, STRIDE
+from kml.methods.registry import build_method
 from kml.plan import Plan
 from kml.train import build_optimizers, resolve_device
 from kml.train import peak_memory_mb as lifetime_peak_memory_mb
@@ -176,7 +174,7 @@ def random_splits(sizes: dict[str, tuple[int, int]], image_size: int, seed: int 
     return splits
 
 
-def bench_sampler(settings: BenchSettings) -> list[Result]:
+def bench_sampler(settings: BenchSettings) -> Iterator[Result]:
     """Training meta-batches of all five modes per second, converted to float on the CPU as a CPU run does."""
     task, train, image_size = TaskConfig(), TrainConfig(), ModelConfig().image_size
     sizes = {mode: QUICK_SPLIT_SIZE for mode in MODES} if settings.quick else TRAIN_SPLIT_SIZES
@@ -184,17 +182,15 @@ def bench_sampler(settings: BenchSettings) -> list[Result]:
     notes = (f"{len(MODES)} modes, round robin; random uint8 images, "
              + ("tiny splits" if settings.quick else "real train-split class and image counts")
              + "; includes the float conversion on the cpu")
-    results = []
     for shots in SHOTS:
         sampler = MultimodalSampler(splits, ways=task.ways, shots=shots, queries=task.queries,
                                     meta_batch_size=train.meta_batch_size, seed=train.seed)
         timing = time_iterations(lambda i, sampler=sampler: sampler.meta_batch(i).to("cpu"), settings)
-        results.append(Result("sampler", cpu_description(), task.ways, shots, task.queries,
-                              train.meta_batch_size, image_size, timing, settings.quick, notes))
-    return results
+        yield Result("sampler", cpu_description(), task.ways, shots, task.queries, train.meta_batch_size,
+                     image_size, timing, settings.quick, notes)
 
 
-def bench_transference(settings: BenchSettings) -> list[Result]:
+def bench_transference(settings: BenchSettings) -> Iterator[Result]:
     """One snapshot's transference analysis (`kml transference`: TransferenceConfig's sources x targets, plus
     the targets' self lookaheads) against as many training iterations of the same method as there are
     sources, i.e. the cost of taking each lookahead as a training step; 2Mode-dagger, random images."""
@@ -210,7 +206,6 @@ def bench_transference(settings: BenchSettings) -> list[Result]:
     splits = random_splits({mode: QUICK_SPLIT_SIZE for mode in (analysis.source_mode, analysis.target_mode)},
                            model.image_size)
     where = cpu_description() if device.type == "cpu" else torch.cuda.get_device_name(device)
-    results = []
     for name in settings.methods or JOINT_METHODS:
         for shots in settings.shots:
             config = RunConfig(method=name, modes=tuple(splits), task=replace(task, shots=shots), model=model,
@@ -249,9 +244,8 @@ def bench_transference(settings: BenchSettings) -> list[Result]:
                      f"{cpu:.1f} s cpu; analysis / training: {timing.seconds[0] / wall:.2f} wall, "
                      f"{timing.cpu_seconds[0] / cpu:.2f} cpu; {model.image_size} px, channels "
                      f"{'/'.join(map(str, model.channels))}")
-            results.append(Result(f"transference {name}", where, task.ways, shots, task.queries,
-                                  analysis.batch_size, model.image_size, timing, settings.quick, notes))
-    return results
+            yield Result(f"transference {name}", where, task.ways, shots, task.queries, analysis.batch_size,
+                         model.image_size, timing, settings.quick, notes)
 
 
 # ---- meta-training: kml's fast path against the released code's way of computing a meta-batch ----------------
@@ -262,8 +256,6 @@ JOINT_METHODS = tuple(m for m in METHODS if not m.startswith("multi_"))
 EQUIVALENCE_TOLERANCE = 1e-5
 # A training iteration takes seconds at 84 px on a CPU: a few repeats of one iteration each.
 TRAINING_FULL = BenchSettings(quick=False, warmup=1, repeats=3, iterations=1)
-# The released MMAML/KML code's BatchNorm momentum (REFERENCE §2.1); its running statistics are never read.
-RELEASED_BN_MOMENTUM = 0.001
 KIB, MIB = 2**10, 2**20
 # Writing "5" to /proc/self/clear_refs resets the peak resident set size (VmHWM) to the current one (Linux).
 CLEAR_REFS, RESET_PEAK_RSS, PROC_STATUS = Path("/proc/self/clear_refs"), "5", Path("/proc/self/status")
@@ -516,126 +508,6 @@ def gradient_errors(value: dict[str, torch.Tensor], reference: dict[str, torch.T
             for part, names in parts.items()}
 
 
-def released_images(images: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """uint8 [n, 3, S, S] → float32 in [0, 1] on `device`, image by image through PIL, as the released datasets'
-    transform Resize((S, S), LANCZOS) → ToTensor does on every load (REFERENCE §1.2); then `dtype`. At the
-    stored size the resize is a copy, so the pixels are exactly those of `MetaBatch.to`."""
-    size = images.shape[-1]
-    converted = []
-    for image in images.permute(0, 2, 3, 1).numpy():
-        picture = Image.fromarray(image).resize((size, size), Image.Resampling.LANCZOS)
-        converted.append(torch.from_numpy(np.array(picture)).permute(2, 0, 1).float().div(PIXEL_MAX))
-    return torch.stack(converted).to(device, dtype)
-
-
-class ReleasedStyle:
-    """A meta-batch computed the way the released MMAML and KML code computes it (REFERENCE §0), with a copy of
-    a kml method's weights: a Python loop over the tasks; each task's images converted one by one through PIL
-    (`released_images`); hand-written F.conv2d / F.batch_norm layers over a parameter dict, BatchNorm updating
-    running statistics it never reads; for the MAML family, an inner loop of torch.autograd.grad with
-    create_graph=True (second order); two Adams, as the released trainers.
-
-    It implements the paper preset only (ProtoNet without transductive refinement, task embedding from the
-    support set); written independently of kml's modules, it also cross-checks them.
-    """
-
-    def __init__(self, config: RunConfig, method: MetaLearner, device: torch.device):
-        if config.family == "protonet" and config.protonet.transductive:
-            raise BenchError("the baseline has no transductive ProtoNet; benchmark protonet.transductive: false")
-        if config.model.query_embedding != "support":
-            raise BenchError("the baseline embeds the support set only; benchmark model.query_embedding: support")
-        self.config = config
-        self.device = device
-        self.modulation = MODULATIONS[config.method]
-        self.layers = len(config.model.channels)
-        self.params = {name: p.detach().clone().requires_grad_() for name, p in method.named_parameters()}
-        self.dtype = next(iter(self.params.values())).dtype
-        self.running = {(net, layer): (torch.zeros(c, device=device, dtype=self.dtype),
-                                       torch.ones(c, device=device, dtype=self.dtype))
-                        for net in ("backbone", "encoder") for layer, c in enumerate(config.model.channels)}
-        base = [p for name, p in self.params.items() if name.startswith("backbone.")]
-        modulation = [p for name, p in self.params.items() if not name.startswith("backbone.")]
-        self.optimizers = [torch.optim.Adam(group, lr=config.optim.lr) for group in (base, modulation) if group]
-
-    def _conv_net(self, net: str, x: torch.Tensor, params: dict[str, torch.Tensor],
-                  kernels: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
-                  films: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
-        residual = self.config.model.kml_form == "residual"
-        for layer in range(self.layers):
-            prefix = f"{net}.blocks.{layer}"
-            weight, bias = params[f"{prefix}.conv.weight"], params[f"{prefix}.conv.bias"]
-            if kernels is not None:
-                multiplier, shift = kernels[layer]
-                weight, bias = weight * (1 + multiplier if residual else multiplier), bias + shift
-            x = F.conv2d(x, weight, bias, stride=STRIDE, padding=PADDING)
-            running_mean, running_var = self.running[net, layer]
-            x = F.batch_norm(x, running_mean, running_var, params.get(f"{prefix}.norm.weight"),
-                             params.get(f"{prefix}.norm.bias"), training=True, momentum=RELEASED_BN_MOMENTUM)
-            if films is not None:
-                scale, shift = films[layer]
-                x = x * (1 + scale).view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
-            x = F.relu(x)
-        return x
-
-    def _task_modulation(self, images: torch.Tensor) -> tuple[list | None, list | None]:
-        """(KML kernels, FiLM parameters) per layer from a task's support images; (None, None) unmodulated."""
-        if self.modulation == "none":
-            return None, None
-        p = self.params
-        pooled = self._conv_net("encoder", images, p).mean(dim=(2, 3))
-        embedding = F.relu(F.linear(pooled, p["encoder.project.weight"], p["encoder.project.bias"])).mean(dim=0)
-
-        def head(name: str) -> torch.Tensor:
-            return F.linear(embedding, p[f"generator.layers.{name}.weight"], p[f"generator.layers.{name}.bias"])
-
-        if self.modulation == "film":
-            return None, [head(str(layer)).chunk(2) for layer in range(self.layers)]
-        return [(torch.outer(head(f"{layer}.v"), head(f"{layer}.u")).reshape(p[f"backbone.blocks.{layer}.conv.weight"].shape),
-                 head(f"{layer}.delta_b")) for layer in range(self.layers)], None
-
-    def _task_loss(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor,
-                   query_y: torch.Tensor) -> torch.Tensor:
-        kernels, films = self._task_modulation(support_x)
-        if self.config.family == "protonet":
-            support = self._conv_net("backbone", support_x, self.params, kernels, films).flatten(1)
-            query = self._conv_net("backbone", query_x, self.params, kernels, films).flatten(1)
-            # support rows are sorted by label (MetaBatch): class k's shots are rows k*K .. k*K+K-1
-            prototypes = support.view(self.config.task.ways, self.config.task.shots, -1).mean(dim=1)
-            return F.cross_entropy(-((query[:, None] - prototypes[None]) ** 2).sum(dim=-1), query_y)
-        maml = self.config.maml
-        fast = {name: p for name, p in self.params.items() if name.startswith("backbone.")}
-
-        def logits(x: torch.Tensor) -> torch.Tensor:
-            features = self._conv_net("backbone", x, fast, kernels, films).mean(dim=(2, 3))
-            return F.linear(features, fast["backbone.head.weight"], fast["backbone.head.bias"])
-
-        for _ in range(maml.inner_steps):
-            grads = torch.autograd.grad(F.cross_entropy(logits(support_x), support_y), list(fast.values()),
-                                        create_graph=not maml.first_order)
-            if maml.grad_clamp > 0:
-                grads = [grad.clamp(-maml.grad_clamp, maml.grad_clamp) for grad in grads]
-            fast = {name: w - maml.inner_lr * grad for (name, w), grad in zip(fast.items(), grads, strict=True)}
-        return F.cross_entropy(logits(query_x), query_y)
-
-    def loss(self, batch: MetaBatch) -> torch.Tensor:
-        """The meta-batch's mean query loss, from the uint8 batch as sampled."""
-        losses = [self._task_loss(released_images(batch.support_images[t], self.device, self.dtype),
-                                  batch.support_labels[t].to(self.device),
-                                  released_images(batch.query_images[t], self.device, self.dtype),
-                                  batch.query_labels[t].to(self.device))
-                  for t in range(batch.num_tasks)]
-        return torch.stack(losses).mean()
-
-    def step(self, batch: MetaBatch) -> None:
-        loss = self.loss(batch)
-        loss.item()  # the released trainers log the loss every iteration
-        for optimizer in self.optimizers:
-            optimizer.zero_grad()
-        loss.backward()
-        for optimizer in self.optimizers:
-            optimizer.step()
-
-
 def bench_config(key: CostKey, scale: Scale) -> RunConfig:
     """The run configuration measured for a paper-preset cost key at `scale`."""
     method, shots, meta_batch_size, inner_steps = key
@@ -713,8 +585,9 @@ def path_differences(fast: MetaLearner, baseline: ReleasedStyle, batch: MetaBatc
     return differences, counter.get_total_flops()
 
 
-def compare_training(config: RunConfig, splits: dict[str, SplitImages], settings: BenchSettings,
-                     device: torch.device, peak_flops: float, quick: bool, threads: str) -> TrainingResult:
+def compare_training(config: RunConfig, splits: dict[str, SplitImages], released: dict[str, ReleasedImages],
+                     settings: BenchSettings, device: torch.device, peak_flops: float, quick: bool,
+                     threads: str) -> TrainingResult:
     """kml's training iteration against `ReleasedStyle`'s on the same weights and tasks: first the losses and
     gradients of one meta-batch must agree (EQUIVALENCE_TOLERANCE), then the two are timed taking turns.
 
@@ -724,13 +597,13 @@ def compare_training(config: RunConfig, splits: dict[str, SplitImages], settings
     in float64 rounding stays far below the tolerance and a disagreement is a real one. The float32 difference
     is recorded as max_relative_error; where both paths run the same kernels it is exactly 0."""
     fast = build_method(config).to(device)
-    baseline = ReleasedStyle(config, fast, device)
+    baseline = ReleasedStyle(config, fast, released, device)
     sampler = MultimodalSampler(splits, ways=config.task.ways, shots=config.task.shots,
                                 queries=config.task.queries, meta_batch_size=config.train.meta_batch_size,
                                 seed=config.train.seed)
     batch = sampler.meta_batch(0)
     exact = copy.deepcopy(fast).double()
-    differences, _ = path_differences(exact, ReleasedStyle(config, exact, device), batch, device)
+    differences, _ = path_differences(exact, ReleasedStyle(config, exact, released, device), batch, device)
     if max(differences.values()) > EQUIVALENCE_TOLERANCE:
         listing = ", ".join(f"{part} {error:.1e}" for part, error in differences.items())
         raise BenchError(f"{config.method} {config.task.shots}-shot: the fast path and the baseline disagree beyond "
@@ -744,9 +617,14 @@ def compare_training(config: RunConfig, splits: dict[str, SplitImages], settings
     measured = time_side_by_side(steps, settings, device)
     (timing, peak), (baseline_timing, baseline_peak) = measured["fast"], measured["baseline"]
     second_order = config.family == "maml" and not config.maml.first_order
-    notes = (f"{_path_notes(fast, device)}; baseline: the released code's way (task loop, per-image PIL, "
-             f"hand-written layers{', autograd.grad create_graph inner loop' if second_order else ''}); "
-             f"both include sampling; {float64_note}; {model_notes(config)}; {threads}")
+    loading = statistics.median(baseline.load_seconds[-settings.repeats * settings.iterations:])
+    computing = statistics.median(baseline_timing.seconds) - loading
+    notes = (f"{_path_notes(fast, device)}; baseline: the released code's way (kml/baseline.py: per-load image "
+             f"decoding and resizing of {len(config.modes)}x{config.train.meta_batch_size} tasks, task loop, "
+             f"hand-written layers{', autograd.grad create_graph inner loop' if second_order else ''}), of "
+             f"which loading {loading:.3g} s; without its loading the baseline would take {computing:.3g} s, "
+             f"{computing / statistics.median(timing.seconds):.2f}x kml's; {float64_note}; "
+             f"{model_notes(config)}; {threads}")
     return TrainingResult(config.method, device_description(device), config, timing, baseline_timing,
                           _eval_seconds_per_task(fast, config, splits, settings, device), peak, baseline_peak,
                           flops, peak_flops, max(differences.values()), quick, notes)
@@ -835,7 +713,7 @@ def preset_estimate(plan: Plan, costs: dict[CostKey, TrainingResult]) -> dict[st
     }
 
 
-def bench_training(settings: BenchSettings) -> list[TrainingResult | EstimateResult]:
+def bench_training(settings: BenchSettings) -> Iterator[TrainingResult | EstimateResult]:
     """Seconds per meta-training iteration of each joint method at the paper's settings, kml's fast path
     against the released code's way (`ReleasedStyle`), with seconds per evaluation task, peak memory, FLOPs
     and the fraction of the measured peak; then, when every method and shot count was measured, the paper
@@ -844,7 +722,7 @@ def bench_training(settings: BenchSettings) -> list[TrainingResult | EstimateRes
     scale = QUICK_SCALE if settings.quick else PAPER_SCALE
     timing = settings if settings.quick else TRAINING_FULL
     methods, shots = settings.methods or JOINT_METHODS, settings.shots
-    splits = random_splits({mode: QUICK_SPLIT_SIZE for mode in BENCH_MODES}, scale.model.image_size)
+    splits, released = released_splits({mode: QUICK_SPLIT_SIZE for mode in BENCH_MODES}, scale.model.image_size)
     threads = "GPU"
     if device.type == "cpu":
         config = bench_config(joint_key("protonet", SHOTS[0]), scale)
@@ -855,17 +733,16 @@ def bench_training(settings: BenchSettings) -> list[TrainingResult | EstimateRes
         threads = choose_threads(_training_step(method, build_optimizers(method, config.optim), sampler, device),
                                  timing)
     peak_flops = matmul_peak_flops(device, scale.matmul_side(device))
-    results: list[TrainingResult | EstimateResult] = []
     costs: dict[CostKey, TrainingResult] = {}
     for method in methods:
         for k in shots:
             key = joint_key(method, k)
-            costs[key] = compare_training(bench_config(key, scale), splits, timing, device, peak_flops,
-                                          settings.quick, threads)
-            results.append(costs[key])
+            costs[key] = compare_training(bench_config(key, scale), splits, released, timing, device,
+                                          peak_flops, settings.quick, threads)
+            yield costs[key]
     plan = paper_plan()
     if plan is None or set(methods) != set(JOINT_METHODS) or set(shots) != set(SHOTS):
-        return results
+        return
     for config in preset_configs(plan):
         key = cost_key(config)
         if key not in costs:
@@ -873,19 +750,18 @@ def bench_training(settings: BenchSettings) -> list[TrainingResult | EstimateRes
             label = f"{config.method} member (meta-batch {meta_batch}, inner steps {steps})"
             costs[key] = measure_fast(bench_config(key, scale), label, splits, timing, device, peak_flops,
                                       settings.quick, f"a paper-preset member configuration; {threads}")
-            results.append(costs[key])
+            yield costs[key]
     parts = preset_estimate(plan, costs)
     where = device_description(device)
     for part, (seconds, notes) in parts.items():
-        results.append(EstimateResult(part, where, seconds, settings.quick,
-                                      f"{notes}; counts from kml/plan.py on {PAPER_CONFIG.name}; "
-                                      f"measured fast-path seconds x counts, sampling included; {threads}"))
+        yield EstimateResult(part, where, seconds, settings.quick,
+                             f"{notes}; counts from kml/plan.py on {PAPER_CONFIG.name}; "
+                             f"measured fast-path seconds x counts, sampling included; {threads}")
     total = sum(seconds for seconds, _ in parts.values())
-    results.append(EstimateResult("total", where, total, settings.quick, "training + evaluation + transference"))
-    return results
+    yield EstimateResult("total", where, total, settings.quick, "training + evaluation + transference")
 
 
-def bench_bf16(settings: BenchSettings) -> list[TrainingResult]:
+def bench_bf16(settings: BenchSettings) -> Iterator[TrainingResult]:
     """bfloat16 autocast, measured rather than assumed: per method and shots, the fast path with autocast
     against the float32 fast path (as the baseline), taking turns, and the relative deviation of its loss
     and gradients from float32 on one meta-batch (the effect on accuracy after training is not measured)."""
@@ -894,7 +770,6 @@ def bench_bf16(settings: BenchSettings) -> list[TrainingResult]:
     timing = settings if settings.quick else TRAINING_FULL
     splits = random_splits({mode: QUICK_SPLIT_SIZE for mode in BENCH_MODES}, scale.model.image_size)
     peak_flops = matmul_peak_flops(device, scale.matmul_side(device))
-    results = []
     for method in settings.methods or JOINT_METHODS:
         for shots in settings.shots:
             config = bench_config(joint_key(method, shots), scale)
@@ -919,17 +794,16 @@ def bench_bf16(settings: BenchSettings) -> list[TrainingResult]:
             notes = (f"bfloat16 autocast on the fast path; baseline: the float32 fast path; max rel. error: the "
                      f"bf16 loss and gradients against float32 on one meta-batch; {_path_notes(models['bf16'], device)}; "
                      f"{model_notes(config)}; {torch.get_num_threads()} torch threads")
-            results.append(TrainingResult(f"{method} bf16", device_description(device), config,
-                                          measured["bf16"][0], measured["fp32"][0], None, measured["bf16"][1],
-                                          measured["fp32"][1], None, peak_flops, deviation, settings.quick, notes))
-    return results
+            yield TrainingResult(f"{method} bf16", device_description(device), config, measured["bf16"][0],
+                                 measured["fp32"][0], None, measured["bf16"][1], measured["fp32"][1], None,
+                                 peak_flops, deviation, settings.quick, notes)
 
 
 class Row(Protocol):
     def row(self) -> dict[str, str]: ...
 
 
-BENCHMARKS: dict[str, Callable[[BenchSettings], Sequence[Row]]] = {"sampler": bench_sampler,
+BENCHMARKS: dict[str, Callable[[BenchSettings], Iterable[Row]]] = {"sampler": bench_sampler,
                                                                    "transference": bench_transference,
                                                                    "training": bench_training,
                                                                    "bf16": bench_bf16}
@@ -939,7 +813,8 @@ OPT_IN = ("bf16",)
 
 def run_benchmarks(out: Path, only: Sequence[str] | None = None, quick: bool = False,
                    methods: Sequence[str] | None = None, shots: Sequence[int] | None = None) -> list[Row]:
-    """Run the chosen benchmarks (all by default), append their rows to `out` and rewrite the Markdown table."""
+    """Run the chosen benchmarks (all by default); append each result's row to `out` as soon as it is measured
+    (a long run interrupted keeps what it measured), rewrite the Markdown table beside it and print a line."""
     names = list(only) if only else [name for name in BENCHMARKS if name not in OPT_IN]
     unknown = [name for name in names if name not in BENCHMARKS]
     if unknown:
@@ -950,21 +825,44 @@ def run_benchmarks(out: Path, only: Sequence[str] | None = None, quick: bool = F
                          f"{', '.join(JOINT_METHODS)} (Multi-* members train as maml/protonet), shots {SHOTS}")
     settings = replace(QUICK if quick else FULL, methods=tuple(methods) if methods else None,
                        shots=tuple(shots) if shots else SHOTS)
-    results = [result for name in names for result in BENCHMARKS[name](settings)]
-    append_rows(out, [result.row() for result in results])
-    out.with_suffix(".md").write_text(markdown_table(out))
+    prepare_csv(out)
+    results = []
+    for name in names:
+        for result in BENCHMARKS[name](settings):
+            row = result.row()
+            append_rows(out, [row])
+            out.with_suffix(".md").write_text(markdown_table(out))
+            print(f"kml bench {name}: {summary_line(row)}", flush=True)
+            results.append(result)
     return results
 
 
+def summary_line(row: dict[str, str]) -> str:
+    """One result in a line, for progress output."""
+    what = f"{row['method']}" + (f" {row['shots']}-shot" if row["shots"] else "")
+    if row.get("estimated_hours"):
+        return f"{what}: {float(row['estimated_hours']):.1f} hours estimated"
+    line = f"{what}: {float(row['seconds_per_iteration']):.4g} s per iteration"
+    if row.get("speedup"):
+        line += f", baseline {float(row['baseline_seconds_per_iteration']):.4g} s ({row['speedup']}x)"
+    return line
+
+
+def prepare_csv(path: Path) -> None:
+    """Check that an existing results CSV can take this version's rows; add columns it lacks."""
+    if not path.exists():
+        return
+    with path.open(newline="") as f:
+        header = next(csv.reader(f), None)
+    if header is not None and tuple(header) != CSV_COLUMNS:
+        if not set(header) < set(CSV_COLUMNS):
+            raise BenchError(f"{path}: its columns differ from this version's ({', '.join(CSV_COLUMNS)}); "
+                             "move it aside or pass another --out")
+        _add_columns(path)
+
+
 def append_rows(path: Path, rows: list[dict[str, str]]) -> None:
-    if path.exists():
-        with path.open(newline="") as f:
-            header = next(csv.reader(f), None)
-        if header is not None and tuple(header) != CSV_COLUMNS:
-            if not set(header) < set(CSV_COLUMNS):
-                raise BenchError(f"{path}: its columns differ from this version's ({', '.join(CSV_COLUMNS)}); "
-                                 "move it aside or pass another --out")
-            _add_columns(path)
+    prepare_csv(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     is_new = not path.exists() or path.stat().st_size == 0
     with path.open("a", newline="") as f:

@@ -74,6 +74,7 @@ def _assert_same(a: MetaBatch, b: MetaBatch) -> None:
     assert torch.equal(a.support_images, b.support_images) and torch.equal(a.query_images, b.query_images)
     assert torch.equal(a.support_labels, b.support_labels) and torch.equal(a.query_labels, b.query_labels)
     assert a.modes == b.modes and a.task_ids == b.task_ids and np.array_equal(a.classes, b.classes)
+    assert np.array_equal(a.image_indices, b.image_indices)
 
 
 def _concat(batches) -> MetaBatch:
@@ -81,7 +82,8 @@ def _concat(batches) -> MetaBatch:
     return MetaBatch(*(torch.cat([getattr(b, f) for b in batches])
                        for f in ("support_images", "support_labels", "query_images", "query_labels")),
                      modes=sum((b.modes for b in batches), ()), task_ids=sum((b.task_ids for b in batches), ()),
-                     classes=np.concatenate([b.classes for b in batches]))
+                     classes=np.concatenate([b.classes for b in batches]),
+                     image_indices=np.concatenate([b.image_indices for b in batches]))
 
 
 def test_tasks_are_disjoint_label_sorted_and_one_class_per_label(splits):
@@ -99,6 +101,10 @@ def test_tasks_are_disjoint_label_sorted_and_one_class_per_label(splits):
             assert [_class_of(split, r) for r in rows[part]] == [batch.classes[t][k] for k in labels[t].tolist()]
         assert len(set(rows["support"])) == WAYS * SHOTS and len(set(rows["query"])) == WAYS * QUERIES
         assert not set(rows["support"]) & set(rows["query"])
+        if mode != "omniglot":  # unrotated: the recorded indices are the very images gathered
+            indices = batch.image_indices[t]
+            assert torch.equal(split.images[indices[:, :SHOTS].flatten()], batch.support_images[t])
+            assert torch.equal(split.images[indices[:, SHOTS:].flatten()], batch.query_images[t])
 
 
 def test_same_seed_same_tasks_other_seed_other_tasks(splits):

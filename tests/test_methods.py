@@ -47,7 +47,8 @@ def make_batch(modes, seed=0):
         return torch.arange(WAYS).repeat_interleave(per_class).expand(tasks, -1)
 
     return MetaBatch(images(SHOTS), labels(SHOTS), images(QUERIES), labels(QUERIES), tuple(modes),
-                     tuple(range(tasks)), np.zeros((tasks, WAYS), dtype=np.int64))
+                     tuple(range(tasks)), np.zeros((tasks, WAYS), dtype=np.int64),
+                     np.zeros((tasks, WAYS, SHOTS + QUERIES), dtype=np.int64))
 
 
 def task(batch, t):

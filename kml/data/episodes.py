@@ -119,6 +119,9 @@ class MetaBatch:
     modes: tuple[str, ...]  # mode of each task
     task_ids: tuple[int, ...]  # stable ids: training i*B + slot; evaluation and fixed tasks: the task index
     classes: np.ndarray  # int64 [T, N]: split-level class index of label k of each task
+    # int64 [T, N, K+Q]: split-level index of every image; [t, k, :K] label k's support rows, [t, k, K:] its
+    # query rows (before any rotation). Where each image came from, e.g. for reading it in another form.
+    image_indices: np.ndarray
 
     @property
     def num_tasks(self) -> int:
@@ -177,8 +180,9 @@ class EpisodeSampler:
                 "lower task.shots or task.queries")
 
     def write_task(self, rng: np.random.Generator, support_out: torch.Tensor,
-                   query_out: torch.Tensor) -> np.ndarray:
-        """Draw one task from `rng` into support_out [N*K, 3, S, S] and query_out [N*Q, ...]; return its classes.
+                   query_out: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Draw one task from `rng` into support_out [N*K, 3, S, S] and query_out [N*Q, ...]; return its
+        classes [N] and image indices [N, K+Q] (row k: label k's support images, then its queries).
 
         Draw order: classes, then each class's images, then (only when rotating) each class's quarter turns,
         so switching rotation off leaves the classes and images of the task unchanged.
@@ -188,14 +192,15 @@ class EpisodeSampler:
         classes = rng.choice(self.split.num_classes, size=self.ways, replace=False)
         per_class = self.shots + self.queries
         picks = np.stack([rng.choice(offsets[c + 1] - offsets[c], size=per_class, replace=False) for c in classes])
-        rows = torch.from_numpy(picks + offsets[classes, None])  # [N, K+Q] image indices, row k is label k
+        indices = picks + offsets[classes, None]
+        rows = torch.from_numpy(indices)
         torch.index_select(self.split.images, 0, rows[:, :self.shots].flatten(), out=support_out)
         torch.index_select(self.split.images, 0, rows[:, self.shots:].flatten(), out=query_out)
         if self.rotate:
             turns = rng.integers(QUARTER_TURNS, size=self.ways)
             _rotate_classes(support_out, turns, self.shots)
             _rotate_classes(query_out, turns, self.queries)
-        return classes
+        return classes, indices
 
 
 def _rotate_classes(images: torch.Tensor, turns: np.ndarray, per_class: int) -> None:
@@ -213,7 +218,7 @@ def _collate(draws: list[tuple[EpisodeSampler, np.random.Generator]], task_ids: 
     image_shape = first.split.images.shape[1:]
     support = torch.empty((len(draws), ways * shots, *image_shape), dtype=torch.uint8)
     query = torch.empty((len(draws), ways * queries, *image_shape), dtype=torch.uint8)
-    classes = np.stack([sampler.write_task(rng, support[t], query[t]) for t, (sampler, rng) in enumerate(draws)])
+    classes, indices = zip(*(sampler.write_task(rng, support[t], query[t]) for t, (sampler, rng) in enumerate(draws)))
     return MetaBatch(
         support_images=support,
         support_labels=torch.arange(ways).repeat_interleave(shots).repeat(len(draws), 1),
@@ -221,7 +226,8 @@ def _collate(draws: list[tuple[EpisodeSampler, np.random.Generator]], task_ids: 
         query_labels=torch.arange(ways).repeat_interleave(queries).repeat(len(draws), 1),
         modes=tuple(sampler.split.mode for sampler, _ in draws),
         task_ids=task_ids,
-        classes=classes.astype(np.int64),
+        classes=np.stack(classes).astype(np.int64),
+        image_indices=np.stack(indices).astype(np.int64),
     )
 
 

@@ -15,7 +15,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import h5py
 import numpy as np
@@ -78,7 +78,7 @@ class HDF5Writer:
         self._file: h5py.File | None = None
         self._written: set[str] = set()
 
-    def __enter__(self) -> HDF5Writer:
+    def __enter__(self) -> Self:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = h5py.File(self.tmp_path, "w")
         self._file.attrs.update(self.attrs)

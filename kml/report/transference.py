@@ -40,8 +40,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from kml import KmlError
-from kml.report.csvfiles import read_checked_csv
 from kml.config import METHODS
+from kml.report.csvfiles import read_checked_csv
 from kml.report.paper import METHOD_LABELS, transference_reference
 from kml.report.tables import _caption, _float, escape_latex
 from kml.transference import CSV_COLUMNS
