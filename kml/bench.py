@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import copy
 import csv
+import ctypes
+import ctypes.util
 import math
 import os
 import platform
@@ -385,10 +387,19 @@ def reset_peak_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         return
+    release_freed_memory()
     try:
         CLEAR_REFS.write_text(RESET_PEAK_RSS)
     except OSError:  # not Linux: peak_memory_mb falls back to the process's lifetime peak
         pass
+
+
+def release_freed_memory() -> None:
+    """Hand the C heap's free memory back to the system (glibc's malloc_trim), so that the resident set, and
+    the peak counted from it after a reset, is live memory rather than what earlier measurements freed and
+    glibc kept (measured: gigabytes after a 5-shot MAML iteration)."""
+    if platform.libc_ver()[0] == "glibc":
+        ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -433,7 +444,8 @@ def time_side_by_side(steps: dict[str, Callable[[int], object]], settings: Bench
                       device: torch.device) -> dict[str, tuple[Timing, float]]:
     """Like `time_iterations`, but the steps take turns repeat by repeat, on the same iteration indices (the
     same tasks), so that a load change on a shared machine hits both alike. Per step: its Timing and its peak
-    memory (MiB) over the timed repeats."""
+    memory (MiB) in one more, untimed iteration, measured apart because on the CPU it starts from a trimmed
+    heap (`reset_peak_memory`), whose pages the iteration then faults in again."""
     for index in range(settings.warmup):
         for step in steps.values():
             step(index)
@@ -441,18 +453,22 @@ def time_side_by_side(steps: dict[str, Callable[[int], object]], settings: Bench
     load_average = os.getloadavg()[0]
     seconds = {name: [] for name in steps}
     cpu_seconds = {name: [] for name in steps}
-    peaks = dict.fromkeys(steps, 0.0)
     for repeat in range(settings.repeats):
         first = settings.warmup + repeat * settings.iterations
         for name, step in steps.items():
-            reset_peak_memory(device)
             wall_begin, cpu_begin = time.perf_counter(), time.process_time()
             for index in range(first, first + settings.iterations):
                 step(index)
             synchronize(device)
             seconds[name].append((time.perf_counter() - wall_begin) / settings.iterations)
             cpu_seconds[name].append((time.process_time() - cpu_begin) / settings.iterations)
-            peaks[name] = max(peaks[name], peak_memory_mb(device))
+    after = settings.warmup + settings.repeats * settings.iterations
+    peaks = {}
+    for name, step in steps.items():
+        reset_peak_memory(device)
+        step(after)
+        synchronize(device)
+        peaks[name] = peak_memory_mb(device)
     return {name: (Timing(tuple(seconds[name]), tuple(cpu_seconds[name]), load_average), peaks[name])
             for name in steps}
 
@@ -614,10 +630,12 @@ def compare_training(config: RunConfig, splits: dict[str, SplitImages], released
     differences, flops = path_differences(fast, baseline, batch, device)
     steps = {"fast": _training_step(fast, build_optimizers(fast, config.optim), sampler, device),
              "baseline": lambda index: baseline.step(sampler.meta_batch(index))}
+    baseline.load_seconds.clear()
     measured = time_side_by_side(steps, settings, device)
     (timing, peak), (baseline_timing, baseline_peak) = measured["fast"], measured["baseline"]
     second_order = config.family == "maml" and not config.maml.first_order
-    loading = statistics.median(baseline.load_seconds[-settings.repeats * settings.iterations:])
+    timed = slice(settings.warmup, settings.warmup + settings.repeats * settings.iterations)
+    loading = statistics.median(baseline.load_seconds[timed])
     computing = statistics.median(baseline_timing.seconds) - loading
     notes = (f"{_path_notes(fast, device)}; baseline: the released code's way (kml/baseline.py: per-load image "
              f"decoding and resizing of {len(config.modes)}x{config.train.meta_batch_size} tasks, task loop, "
