@@ -22,7 +22,7 @@ from torch import nn
 
 from kml import KmlError, checkpoint
 from kml.config import ConfigError, RunConfig, run_config_from_dict
-from kml.data.episodes import evaluation_batches
+from kml.data.episodes import evaluation_batches, prefetch
 from kml.methods.registry import build_method, build_multi
 from kml.train import mode_splits, progress_bar, resolve_device, rotated_modes
 
@@ -72,8 +72,9 @@ def evaluate(config: RunConfig, models: Sequence[str | Path], out: str | Path) -
     task_ids, modes, accuracies = [], [], []
     total = config.eval.tasks_per_mode * len(config.modes)
     with torch.no_grad(), progress_bar(total=total, desc=f"evaluate {config.method}", unit="task") as bar:
-        for batch in batches:
-            result = model(batch.to(device))
+        on_gpu = device.type == "cuda"
+        for batch in prefetch(batches, pin_memory=on_gpu):
+            result = model(batch.to(device, non_blocking=on_gpu))
             task_ids += batch.task_ids
             modes += batch.modes
             accuracies += result.task_accuracies.tolist()

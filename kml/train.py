@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from kml import KmlError, checkpoint
 from kml.config import OptimConfig, RunConfig
-from kml.data.episodes import ROTATED_MODES, MultimodalSampler, SplitImages, load_splits
+from kml.data.episodes import ROTATED_MODES, MultimodalSampler, SplitImages, load_splits, prefetch
 from kml.methods.base import MetaLearner
 from kml.methods.registry import build_method
 
@@ -316,11 +316,14 @@ def _run(config: RunConfig, out: Path, sampler: MultimodalSampler, method: MetaL
     extra = set(schedule.extra_checkpoints)
     method.train()
     started, seconds_before = time.perf_counter(), progress.seconds
-    bar = progress_bar(range(progress.iteration + 1, schedule.iterations + 1), initial=progress.iteration,
-                       total=schedule.iterations, desc=f"train {config.method}")
-    for iteration in bar:
+    iterations = range(progress.iteration + 1, schedule.iterations + 1)
+    bar = progress_bar(iterations, initial=progress.iteration, total=schedule.iterations,
+                       desc=f"train {config.method}")
+    on_gpu = device.type == "cuda"
+    batches = prefetch(map(sampler.meta_batch, iterations), pin_memory=on_gpu)
+    for iteration, host_batch in zip(bar, batches, strict=True):
         set_learning_rates(optimizers, config.optim, iteration)
-        batch = sampler.meta_batch(iteration).to(device)
+        batch = host_batch.to(device, non_blocking=on_gpu)
         result = method(batch)
         loss = result.loss.item()
         if not math.isfinite(loss):

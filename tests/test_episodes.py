@@ -19,6 +19,7 @@ from kml.data.episodes import (
     evaluation_batches,
     fixed_tasks,
     load_splits,
+    prefetch,
 )
 from kml.data.hdf5 import HDF5Writer, Split
 
@@ -231,3 +232,26 @@ def test_files_with_different_image_sizes_are_rejected(tmp_path, files):
     other = _write_dataset(tmp_path / "fc100-big.h5", "fc100", seed=0, size=SIZE + 2)
     with pytest.raises(EpisodeError, match=r"omniglot\.h5 \[train\]: 6 px.*fc100-big\.h5 \[train\]: 8 px"):
         load_splits({"omniglot": files["omniglot"], "fc100": other}, "train")
+
+
+def test_prefetch_gives_the_same_batches_in_order_and_reports_errors_where_they_belong(splits):
+    sampler = _sampler(splits, ("omniglot", "cub"))
+    direct = [sampler.meta_batch(i) for i in range(5)]
+    prefetched = list(prefetch(map(sampler.meta_batch, range(5)), depth=3))
+    assert len(prefetched) == 5
+    for a, b in zip(direct, prefetched, strict=True):
+        _assert_same(a, b)
+
+    def failing():
+        yield from direct[:2]
+        raise EpisodeError("broken split")
+
+    received = []
+    with pytest.raises(EpisodeError, match="broken split"):
+        for batch in prefetch(failing()):
+            received.append(batch)  # noqa: PERF402 (a loop keeps what arrived before the error)
+    assert len(received) == 2  # the batches drawn before the error arrive first
+
+    stream = prefetch(map(sampler.meta_batch, range(1000)))
+    next(stream)
+    stream.close()  # stopping early waits for at most the batches already drawn ahead

@@ -31,7 +31,9 @@ still a random permutation of the classes, so nothing a model sees about a class
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -50,6 +52,8 @@ EVAL_STREAM = 1
 ROTATED_MODES = frozenset({"omniglot"})
 
 QUARTER_TURNS = 4
+# `prefetch` keeps this many meta-batches drawn ahead of the one in use.
+PREFETCH_DEPTH = 2
 # uint8 pixel values are divided by this to give floats in [0, 1], as torchvision's ToTensor.
 PIXEL_MAX = 255
 
@@ -311,3 +315,23 @@ def fixed_tasks(split: SplitImages, *, ways: int, shots: int, queries: int, coun
     """
     sampler = EpisodeSampler(split, ways=ways, shots=shots, queries=queries, rotate=rotate)
     return _fixed_batches(lambda t: sampler, count, seed, stream, batch_size)
+
+
+def prefetch(batches: Iterable[MetaBatch], *, pin_memory: bool = False,
+             depth: int = PREFETCH_DEPTH) -> Iterator[MetaBatch]:
+    """The same batches in the same order, each drawn `depth` ahead on a background thread, so that sampling
+    overlaps the network's work (the gathers release the GIL); in page-locked memory with `pin_memory`, for
+    `.to(cuda, non_blocking=True)`. Batches are pure functions of their index, so prefetching changes nothing
+    they contain; an error while drawing one is raised where that batch would have been returned."""
+    iterator = iter(batches)
+
+    def draw() -> MetaBatch | None:
+        batch = next(iterator, None)
+        return batch.pin_memory() if batch is not None and pin_memory else batch
+
+    # One worker: `draw` calls run one after another, in submission order.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kml-prefetch") as pool:
+        pending = deque(pool.submit(draw) for _ in range(depth))
+        while (batch := pending.popleft().result()) is not None:
+            pending.append(pool.submit(draw))
+            yield batch
