@@ -21,9 +21,10 @@ def _download(args: argparse.Namespace) -> None:
 def _prepare(args: argparse.Namespace) -> None:
     from kml.data.prepare import prepare_dataset
 
+    # Left out unless given, so that prepare's split rule (OMNIGLOT_TRAIN_CLASSES) stays the one default.
+    split = {} if args.omniglot_train_classes is None else {"omniglot_train_classes": args.omniglot_train_classes}
     prepare_dataset(args.dataset, raw=args.raw, out=args.out, image_size=args.image_size,
-                    fc100_negative=args.fc100_negative, workers=args.workers,
-                    omniglot_train_classes=args.omniglot_train_classes)
+                    fc100_negative=args.fc100_negative, workers=args.workers, **split)
 
 
 def _synth(args: argparse.Namespace) -> None:
@@ -107,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fc100-negative", action="store_true",
                    help="reproduce the released code's colour-negative FC100 images (REFERENCE 7.1)")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
-    p.add_argument("--omniglot-train-classes", type=int, default=1100,
+    p.add_argument("--omniglot-train-classes", type=int, default=None,
                    help="Omniglot characters in meta-train, the rest meta-test (default: 1100, as MMAML; "
                         "synthetic archives from `kml synth`: 20)")
     p.set_defaults(handler=_prepare)

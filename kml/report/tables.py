@@ -63,11 +63,13 @@ def _mean_ci(mean: float, ci: float, bold: bool = False) -> str:
     return rf"\textbf{{{text}}}" if bold else text
 
 
-def _caption(text: str, note: str | None) -> str:
+def caption_with_note(text: str, note: str | None) -> str:
+    """A table caption with the user's note (`--note`), escaped for LaTeX, appended."""
     return text + (f" {escape_latex(note)}" if note else "")
 
 
-def _float(label: str, caption: str, columns: str, header: list[str], body: list[str]) -> str:
+def table_float(label: str, caption: str, columns: str, header: list[str], body: list[str]) -> str:
+    """A booktabs `table` float labelled tab:{label}; the report's tables all share this layout."""
     return "\n".join(
         [
             # Footnote size and narrow column gaps: four bold "mean ± CI" columns must fit an article's width.
@@ -112,13 +114,13 @@ def family_table(summary: pd.DataFrame, family: str, note: str | None = None) ->
         label = SETTING_LABELS[setting] if setting != previous else ""
         body.append(" & ".join([label, f"{shots}-shot", *cells]) + r" \\")
         previous = setting
-    caption = _caption(
+    caption = caption_with_note(
         f"{FAMILY_LABELS[family]}, this reproduction: {_ACCURACY}. Bold: the highest mean of the row "
         f"(every method tied at the printed precision is bold). {MISSING}: cell not run.",
         note,
     )
     header = ["Setting", "Shots", *(METHOD_LABELS[m] for m in methods)]
-    return _float(f"{family}_family", caption, "ll" + "c" * len(methods), header, body)
+    return table_float(f"{family}_family", caption, "ll" + "c" * len(methods), header, body)
 
 
 def reproduction_table(summary: pd.DataFrame, note: str | None = None) -> str:
@@ -151,14 +153,14 @@ def reproduction_table(summary: pd.DataFrame, note: str | None = None) -> str:
                 + r" \\"
             )
             previous = (row.setting, row.shots)
-        caption = _caption(
+        caption = caption_with_note(
             f"{FAMILY_LABELS[family]}, this reproduction beside the paper: {_ACCURACY}. "
             r"$\Delta$ = ours $-$ paper; overlap: whether the two intervals share a point. "
             f"{MISSING}: cell not run.",
             note,
         )
         header = ["Setting", "Shots", "Method", "Ours", "Paper", r"$\Delta$", "Overlap"]
-        floats.append(_float(f"reproduction_{family}", caption, "lllccrc", header, body))
+        floats.append(table_float(f"reproduction_{family}", caption, "lllccrc", header, body))
     return "\n".join(floats)
 
 

@@ -43,7 +43,7 @@ from kml import KmlError
 from kml.config import METHODS
 from kml.report.csvfiles import read_checked_csv
 from kml.report.paper import METHOD_LABELS, transference_reference
-from kml.report.tables import _caption, _float, escape_latex
+from kml.report.tables import caption_with_note, escape_latex, table_float
 from kml.transference import CSV_COLUMNS
 
 SNAPSHOT = ["method", "shots", "iteration"]  # one CSV per snapshot: its identity
@@ -184,7 +184,7 @@ def transference_table(summary: pd.DataFrame, note: str | None = None) -> str:
                                 _paper_cell(row)]) + r" \\")
         previous = row["method"]
     band = summary["neutral_band"].iloc[0]
-    caption = _caption(
+    caption = caption_with_note(
         r"Transference: share of source tasks (\%) whose one-task lookahead update lowers (positive), leaves "
         rf"within $\pm${band:g} (neutral) or raises (negative) a target task's query loss, i.e. loss ratio "
         r"LR $<$ 1, $|$LR$-$1$|<$" + f"{band:g}" + r", LR $>$ 1; mean $\pm$ 95\% CI over target tasks. "
@@ -195,7 +195,7 @@ def transference_table(summary: pd.DataFrame, note: str | None = None) -> str:
         note,
     )
     header = ["Method", "Shots", "Iter.", "Positive", "Neutral", "Negative", "Self LR", "Paper"]
-    return _float("transference", caption, "lrrccccc", header, body)
+    return table_float("transference", caption, "lrrccccc", header, body)
 
 
 # ---- figures ------------------------------------------------------------------------------------------------
