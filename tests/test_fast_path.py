@@ -79,6 +79,21 @@ def test_in_float64_the_two_paths_agree_to_rounding(method, first_order):
     assert max(gradient_errors(fast_grads, ref_grads).values()) < FLOAT64_TOLERANCE
 
 
+@pytest.mark.parametrize("method", ["maml", "mprotonet_kml"])
+def test_channels_last_computes_the_same_in_float64(method):
+    """train.channels_last changes the memory layout only: in float64 the losses and gradients agree to rounding
+    (in float32 its oneDNN kernels round differently, README: Performance)."""
+    layouts = {}
+    for channels_last in (False, True):
+        model = build(method, False, "loop").double()
+        model.channels_last = channels_last
+        batch = tuple(x.double() if x.is_floating_point() else x for x in tasks())
+        layouts[channels_last] = losses_and_gradients(model, batch)
+    (nchw, nchw_grads), (nhwc, nhwc_grads) = layouts[False], layouts[True]
+    assert relative_error(nhwc.task_losses, nchw.task_losses) < FLOAT64_TOLERANCE
+    assert max(gradient_errors(nhwc_grads, nchw_grads).values()) < FLOAT64_TOLERANCE
+
+
 @pytest.mark.parametrize("method", ["maml", "mmaml_kml"])
 def test_the_comparison_resolves_first_from_second_order(method):
     """The tolerance is tight enough to fail: dropping the second-order terms exceeds it by far."""
