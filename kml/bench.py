@@ -227,7 +227,8 @@ def bench_transference(settings: BenchSettings) -> Iterator[Result]:
                 for optimizer in optimizers.values():
                     optimizer.step()
 
-            training = time_iterations(train_step, settings)  # also leaves the Adam state the lookahead reads
+            # Also leaves the Adam state the lookahead reads.
+            training = time_iterations(train_step, settings if settings.quick else TRAINING_FULL)
             sources = tr.task_set(splits[analysis.source_mode], tr.SOURCE_SPLIT, config, analysis.sources,
                                   tr.SOURCE_STREAM)
             targets = tr.task_set(splits[analysis.target_mode], tr.TARGET_SPLIT, config, analysis.targets,
@@ -825,8 +826,9 @@ BENCHMARKS: dict[str, Callable[[BenchSettings], Iterable[Row]]] = {"sampler": be
                                                                    "transference": bench_transference,
                                                                    "training": bench_training,
                                                                    "bf16": bench_bf16}
-# Run only when named with --only: bf16 doubles a full run's time for an option that is off by default.
-OPT_IN = ("bf16",)
+# Run only when named with --only: bf16 doubles a full run's time for an option that is off by default, and
+# one paper-size transference analysis per method and shots takes hours on a CPU.
+OPT_IN = ("bf16", "transference")
 
 
 def run_benchmarks(out: Path, only: Sequence[str] | None = None, quick: bool = False,

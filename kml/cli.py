@@ -172,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("benchmarks/results.csv"),
                    help="results CSV to append to; the table goes beside it as .md (default: benchmarks/results.csv)")
     p.add_argument("--only", action="append", metavar="NAME",
-                   help="run only this benchmark (repeatable), e.g. sampler")
+                   help="run only this benchmark (repeatable): sampler, training (these two run by default), "
+                        "transference, bf16")
     p.add_argument("--methods", nargs="+", metavar="METHOD",
                    help="training benchmark: only these joint methods (default: all six; the paper-preset "
                         "estimate needs all of them and both shot counts)")

@@ -26,3 +26,27 @@ def test_quick_sampler_bench_writes_csv_and_table(tmp_path):
 def test_unknown_benchmark_is_a_user_error(tmp_path, capsys):
     assert main(["bench", "--quick", "--only", "nonsense", "--out", str(tmp_path / "r.csv")]) == 2
     assert "choose from sampler" in capsys.readouterr().err
+
+
+def test_quick_transference_bench_times_an_analysis_against_training(tmp_path, capsys):
+    out = tmp_path / "results.csv"
+    assert main(["bench", "--quick", "--only", "transference", "--methods", "protonet", "mmaml_kml",
+                 "--shots", "1", "--out", str(out)]) == 0
+    with out.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["method"], r["shots"]) for r in rows] == [("transference protonet", "1"),
+                                                         ("transference mmaml_kml", "1")]
+    for r in rows:
+        assert float(r["seconds_per_iteration"]) > 0
+        assert "analysis / training:" in r["notes"]
+    assert "kml bench transference: transference protonet 1-shot" in capsys.readouterr().out
+
+
+def test_the_default_run_leaves_out_the_opt_in_benchmarks(tmp_path, monkeypatch):
+    from kml import bench
+
+    ran = []
+    for name in bench.BENCHMARKS:
+        monkeypatch.setitem(bench.BENCHMARKS, name, lambda settings, name=name: ran.append(name) or [])
+    bench.run_benchmarks(tmp_path / "results.csv", quick=True)
+    assert ran == [name for name in bench.BENCHMARKS if name not in bench.OPT_IN] == ["sampler", "training"]
