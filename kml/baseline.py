@@ -137,8 +137,9 @@ class ReleasedStyle:
 
     def load_tasks(self, batch: MetaBatch) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(support, query) float images of every task, and the tasks the released loader loads and drops."""
-        if set(batch.modes) & {"omniglot"}:
-            raise BaselineError("the baseline does not rotate Omniglot classes; benchmark other modes")
+        missing = sorted(set(batch.modes) - set(self.images))
+        if missing:
+            raise BaselineError(f"no released image form for {missing}; benchmark modes of {RELEASED_MODES}")
         begin = time.perf_counter()
         shots = self.config.task.shots
         tasks = [(self._load(mode, indices[:, :shots]).to(self.device, self.dtype),

@@ -783,7 +783,8 @@ def bench_training(settings: BenchSettings) -> Iterator[TrainingResult | Estimat
 def bench_bf16(settings: BenchSettings) -> Iterator[TrainingResult]:
     """bfloat16 autocast, measured rather than assumed: per method and shots, the fast path with autocast
     against the float32 fast path (as the baseline), taking turns, and the relative deviation of its loss
-    and gradients from float32 on one meta-batch (the effect on accuracy after training is not measured)."""
+    and gradients from float32 on one meta-batch (its effect on accuracy after training is measured by
+    tests/test_evaluate.py's bf16 learning test)."""
     device = resolve_device("auto")
     scale = QUICK_SCALE if settings.quick else PAPER_SCALE
     timing = settings if settings.quick else TRAINING_FULL
@@ -833,7 +834,7 @@ OPT_IN = ("bf16", "transference")
 
 def run_benchmarks(out: Path, only: Sequence[str] | None = None, quick: bool = False,
                    methods: Sequence[str] | None = None, shots: Sequence[int] | None = None) -> list[Row]:
-    """Run the chosen benchmarks (all by default); append each result's row to `out` as soon as it is measured
+    """Run the chosen benchmarks (by default all but OPT_IN's); append each result's row to `out` as soon as it is measured
     (a long run interrupted keeps what it measured), rewrite the Markdown table beside it and print a line."""
     names = list(only) if only else [name for name in BENCHMARKS if name not in OPT_IN]
     unknown = [name for name in names if name not in BENCHMARKS]
@@ -882,7 +883,7 @@ def prepare_csv(path: Path) -> None:
 
 
 def append_rows(path: Path, rows: list[dict[str, str]]) -> None:
-    prepare_csv(path)
+    """Append rows to a results CSV that `prepare_csv` has checked (or a new one)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     is_new = not path.exists() or path.stat().st_size == 0
     with path.open("a", newline="") as f:

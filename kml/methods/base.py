@@ -10,7 +10,7 @@ flow on tensor values and no in-place ops on inputs, so that it works under `tor
           task's images; BatchNorm still normalises each task's images with that task's statistics;
   "loop"  the reference: one task after another in Python; optionally (`channels_last`) with each task's
           images in channels-last layout, with which oneDNN ran ProtoNet-family iterations 1.16-1.18x faster
-          on the CPU (second-order MAML: no faster), but whose float32 gradients measured 5x to 40x further
+          on the CPU (second-order MAML: no faster), but whose float32 gradients measured 5x to 43x further
           from float64 than NCHW's (ProtoNet 1-shot at 84 px: 2.0e-3 against 4.6e-5 relative), so it is off
           by default.
 "auto" is the loop on the CPU, where it measured faster for every method (84 px, meta-batch 10, 2-core
