@@ -1,0 +1,160 @@
+"""The statistics kml reports: 95 % intervals of a mean, paired comparisons and their verdicts.
+
+Pure functions of numbers (numpy and scipy.stats; no torch), shared by evaluation, the reports and the
+claims, so that each interval rule is written once. docs/statistics.md explains, for a reader of the
+results, which interval each output shows and why.
+
+Three intervals of a cell's mean accuracy over its fixed test tasks (all half-widths of a 95 % interval):
+
+- `pooled_ci95`: 1.96 · σ / √n over all tasks, σ the population standard deviation. The released KML code
+  computes this. Over a mixed-mode cell σ includes the spread *between* the modes' accuracies, which the
+  mode-balanced design holds fixed, so this interval is too wide for the cell's mean (about twice the
+  paper's ± values).
+- `stratified_ci95`: the interval of a stratified mean, each mode a stratum of fixed size by design:
+  1.96 · √(Σ_m (n_m/N)² s_m² / n_m), s_m the sample standard deviation within mode m. Only the modes'
+  own sampling variance enters: the right interval for a mode-balanced task set.
+- `batch_means_ci95`: the released MMAML code's interval, 1.96 · σ_b / √B over the means of B consecutive
+  evaluation meta-batches (σ_b their population standard deviation). The paper's ± values fit this one.
+  With mode-balanced (round-robin) batches every batch holds the same mode mix, so it approximates the
+  stratified interval.
+
+Paired comparisons (`paired_difference`): every method of a setting is evaluated on the same fixed tasks,
+so two methods' accuracies can be compared task by task: the mean of the per-task differences with the
+t interval and the two-sided p-value of the paired t-test (scipy.stats.ttest_rel). With hundreds to
+thousands of tasks the t-test's normal approximation of the mean difference is sound although per-task
+accuracies are bounded and discrete.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+Z95 = 1.96  # the normal quantile the released code and the paper use for "95 %"
+SIGNIFICANCE = 0.05  # two-sided level of the verdicts
+
+# The verdicts of a comparison against the paper's claim (`verdict`).
+REPRODUCED = "reproduced"  # significant, in the paper's direction
+NOT_SIGNIFICANT = "not significant"
+CONTRADICTED = "contradicted"  # significant, against the paper's direction
+NO_PAPER_DIRECTION = "no paper direction"  # the paper gives no number, or no difference
+VERDICTS = (REPRODUCED, NOT_SIGNIFICANT, CONTRADICTED, NO_PAPER_DIRECTION)
+
+POOLED_DEFINITION = "1.96*std/sqrt(n) over tasks, population std (the released KML code's interval)"
+STRATIFIED_DEFINITION = ("1.96*sqrt(sum over modes of (n_m/n)^2*s_m^2/n_m), s_m the sample std of mode m's tasks "
+                         "(stratified by mode: the mode-balanced design's interval)")
+
+
+def batch_means_definition(batch_size: int) -> str:
+    return (f"1.96*std/sqrt(b) over the means of b batches of {batch_size} consecutive tasks, population std "
+            "(the released MMAML code's interval, which the paper's values fit)")
+
+
+def _array(values: Sequence[float]) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 1 or len(array) == 0:
+        raise ValueError(f"expected a non-empty sequence of numbers, got shape {array.shape}")
+    return array
+
+
+def pooled_ci95(values: Sequence[float]) -> float:
+    """1.96 · population std / √n; NaN for a single value (no spread to estimate)."""
+    values = _array(values)
+    if len(values) < 2:
+        return float("nan")
+    return float(Z95 * values.std() / np.sqrt(len(values)))
+
+
+def stratified_ci95(values: Sequence[float], strata: Sequence[object]) -> float:
+    """The 95 % half-width of the mean of `values` when each stratum's size is fixed by design.
+
+    Var(mean) = Σ_h (n_h/N)² s_h² / n_h with s_h² the sample variance (ddof 1) within stratum h; NaN when a
+    stratum has a single value. With one stratum it is the ordinary interval with the sample std.
+    """
+    values = _array(values)
+    strata = np.asarray(strata, dtype=object)
+    if strata.shape != values.shape:
+        raise ValueError(f"{len(strata)} strata labels for {len(values)} values")
+    variance = 0.0
+    for label in dict.fromkeys(strata.tolist()):
+        members = values[strata == label]
+        if len(members) < 2:
+            return float("nan")
+        variance += (len(members) / len(values)) ** 2 * members.var(ddof=1) / len(members)
+    return float(Z95 * np.sqrt(variance))
+
+
+def batch_means(values: Sequence[float], batch_size: int) -> np.ndarray:
+    """Means of consecutive groups of `batch_size` values; a shorter last group is a batch of its own."""
+    values = _array(values)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    return np.array([chunk.mean() for chunk in np.array_split(values, range(batch_size, len(values), batch_size))])
+
+
+def batch_means_ci95(values: Sequence[float], batch_size: int) -> float:
+    """The released MMAML code's interval: `pooled_ci95` of the batch means."""
+    return pooled_ci95(batch_means(values, batch_size))
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """mean(a − b) over pairs, its 95 % t-interval half-width and the paired t-test's two-sided p-value."""
+
+    mean: float
+    ci95: float
+    p_value: float
+    n: int
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> PairedDifference:
+    """Paired comparison of two measurements of the same units (tasks, or targets), a − b."""
+    a, b = _array(a), _array(b)
+    if a.shape != b.shape:
+        raise ValueError(f"paired samples differ in length: {len(a)} and {len(b)}")
+    differences = a - b
+    n = len(differences)
+    if n < 2:
+        return PairedDifference(float(differences.mean()), float("nan"), float("nan"), n)
+    if np.all(differences == differences[0]):
+        # No spread: the t statistic is undefined (scipy returns NaN). A constant difference of zero is no
+        # evidence of a difference; a constant non-zero one (on >= 2 units) is as certain as data can be.
+        p_value = 1.0 if differences[0] == 0 else 0.0
+        return PairedDifference(float(differences[0]), 0.0, p_value, n)
+    result = stats.ttest_rel(a, b)
+    low, high = result.confidence_interval(0.95)
+    return PairedDifference(float(differences.mean()), float((high - low) / 2), float(result.pvalue), n)
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (controls the family-wise error rate).
+
+    NaN p-values are left NaN and do not count towards the family's size.
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    adjusted = np.full_like(p, np.nan)
+    valid = np.flatnonzero(~np.isnan(p))
+    order = valid[np.argsort(p[valid], kind="stable")]
+    m = len(order)
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[index]))
+        adjusted[index] = running
+    return adjusted
+
+
+def verdict(difference: float, p_value: float, paper_difference: float, level: float = SIGNIFICANCE) -> str:
+    """Whether a measured difference reproduces the direction of the paper's difference.
+
+    `reproduced`: significant at `level` and of the paper's sign; `contradicted`: significant and of the
+    opposite sign; `not significant` otherwise; `no paper direction` when the paper's difference is missing
+    or zero (there is no direction to reproduce).
+    """
+    if np.isnan(paper_difference) or paper_difference == 0:
+        return NO_PAPER_DIRECTION
+    if np.isnan(p_value) or p_value >= level or difference == 0:
+        return NOT_SIGNIFICANT
+    return REPRODUCED if np.sign(difference) == np.sign(paper_difference) else CONTRADICTED
