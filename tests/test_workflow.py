@@ -164,6 +164,8 @@ def test_smoke_writes_every_cell_and_table(smoke):
         assert (smoke / "results" / "figures" / figure).stat().st_size > 1000
     cell = pd.read_csv(smoke / "results" / "eval" / "3mode" / "multi_maml" / "5shot.csv")
     assert (cell["kind"] == "task").sum() == 3 * PRESET["eval"]["tasks_per_mode"]
+    # The preset evaluates at least two meta-batches of 10 per cell, so every interval is defined.
+    assert summary[["ci95", "ci95_stratified", "ci95_pooled", "delta_ci95"]].notna().all().all()
 
 
 @pytest.mark.slow

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kml.report.figures import write_accuracy_figure
+from kml.report.figures import reproduction_figure, write_figure
 from kml.report.summary import read_cells, summarize, write_summaries
 from kml.report.tables import write_tables
 
@@ -19,5 +19,6 @@ def report_accuracy(cells: list[Path], out_dir: Path, note: str | None = None) -
     return [
         *write_summaries(rows, out_dir),
         *write_tables(summary, out_dir, note),
-        *write_accuracy_figure(summary, out_dir, note),
+        *write_figure(reproduction_figure(summary, note), out_dir, "reproduction"),
     ]
+
