@@ -16,10 +16,12 @@ import pytest
 from kml import KmlError
 from kml.cell_csv import COLUMNS
 from kml.cli import main
-from kml.report import report_accuracy
+from kml.report import report_accuracy, report_claims
+from kml.report.claims import CLAIMS_COLUMNS, paper_comparisons
 from kml.report.paper import METHOD_LABELS, SETTING_LABELS
 from kml.report.summary import intervals_overlap, read_cells, summarize
-from kml.report.tables import best_mask, escape_latex, family_table, write_tables
+from kml.report.tables import best_mask, claims_table, escape_latex, family_table, write_tables
+from kml.stats import VERDICTS
 
 PAPER_ORDER = [
     (s, k, m)
@@ -110,6 +112,7 @@ def report(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     written = {(s, m, k): random_cell(root, s, m, k, seed) for seed, (s, k, m) in enumerate(PARTIAL)}
     report_accuracy([path for path, _ in written.values()], root / "results", note=NOTE)
+    report_claims([path for path, _ in written.values()], root / "results", note=NOTE)
     return root / "results", {cell: hand for cell, (_, hand) in written.items()}
 
 
@@ -260,13 +263,17 @@ def test_family_table_bolds_every_best_method_of_a_row(tmp_path):
 
 @pytest.fixture(scope="module")
 def widest_report(tmp_path_factory):
-    """Tables of all 64 cells at the widest numbers they hold (50.00 ± 69.30), all tied, so all bold."""
+    """Tables of all 64 cells at the widest numbers they hold (50.00 ± 69.30), all tied, so all bold, and of
+    all 64 comparisons at the widest (-99.99 ± 99.99, the longest verdict)."""
     root = tmp_path_factory.mktemp("widest")
     accuracies = {"cub": np.repeat([0.0, 100.0], 10)}  # two batches of 10, at 0 and at 100
     cells = [root / f"{s}-{m}-{k}.csv" for s, k, m in PAPER_ORDER]
     for path, (s, k, m) in zip(cells, PAPER_ORDER, strict=True):
         write_cell(path, s, m, k, accuracies)
     write_tables(summarize(read_cells(cells)), root, note=NOTE)
+    widest = paper_comparisons().assign(delta_pct=-99.99, ci95_pct=99.99, p_value=0.999, p_holm=0.999,
+                                        n_tasks=5000, verdict=max(VERDICTS, key=len))
+    (root / "tables" / "claims.tex").write_text(claims_table(widest[CLAIMS_COLUMNS], note=NOTE))
     return root
 
 
@@ -274,7 +281,7 @@ def widest_report(tmp_path_factory):
     shutil.which("pdflatex") is None,
     reason="pdflatex not installed (apt-get install texlive-latex-base texlive-latex-recommended)",
 )
-@pytest.mark.parametrize("table", ["maml_family", "protonet_family", "reproduction"])
+@pytest.mark.parametrize("table", ["maml_family", "protonet_family", "reproduction", "claims"])
 @pytest.mark.parametrize("run", ["partial", "widest"])
 def test_tables_compile_with_booktabs_and_fit_the_page(request, run, table, tmp_path):
     out = (

@@ -1,4 +1,4 @@
-"""The accuracy figure: ours beside the paper for every cell, with confidence intervals."""
+"""The report's figures: accuracy, ours beside the paper for every cell; the paired claims as a forest plot."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from kml import stats
 from kml.cell_csv import MMAML_EVAL_META_BATCH
 from kml.config import METHODS
+from kml.report.claims import COMPARISONS, with_paper_grid
 from kml.report.paper import (
     CHANCE_PCT,
     KEYS,
@@ -27,6 +29,12 @@ OURS_COLOR = "tab:blue"
 PAPER_COLOR = "black"
 CHANCE_COLOR = "0.45"
 OFFSET = 0.17  # vertical gap between our marker and the paper's for one method
+VERDICT_COLORS = {
+    stats.REPRODUCED: "tab:green",
+    stats.NOT_SIGNIFICANT: "0.55",
+    stats.CONTRADICTED: "tab:red",
+    stats.NO_PAPER_DIRECTION: "tab:purple",
+}
 
 
 def reproduction_figure(summary: pd.DataFrame, note: str | None = None) -> Figure:
@@ -84,6 +92,47 @@ def reproduction_figure(summary: pd.DataFrame, note: str | None = None) -> Figur
     ]
     figure.legend(handles=legend, loc="outside lower center", ncols=len(legend), frameon=False)
     _title(figure, "Multimodal few-shot classification: this reproduction vs the KML paper (NeurIPS 2021)", note)
+    return figure
+
+
+def claims_figure(claims: pd.DataFrame, note: str | None = None) -> Figure:
+    """A forest plot per (shots, setting): each comparison's paired difference ± 95% CI, coloured by its
+    verdict, the paper's difference beside it, and zero marked; one difference axis shared by all panels."""
+    grid = with_paper_grid(claims)
+    shots = sorted(grid["shots"].unique())
+    figure = Figure(figsize=(3.3 * len(SETTINGS) + 1.8, 2.8 * len(shots) + 1.4), layout="constrained")
+    axes = figure.subplots(len(shots), len(SETTINGS), sharex=True, sharey=True, squeeze=False)
+    rows = np.arange(len(COMPARISONS))
+    for i, k in enumerate(shots):
+        for j, setting in enumerate(SETTINGS):
+            ax = axes[i, j]
+            ax.axvline(0, color="black", linewidth=0.8)
+            panel = grid[(grid["setting"] == setting) & (grid["shots"] == k)].reset_index(drop=True)
+            ax.plot(panel["paper_delta_pct"], rows + OFFSET, "D", color=PAPER_COLOR, markerfacecolor="white",
+                    markersize=4.5)
+            for verdict, color in VERDICT_COLORS.items():
+                chosen = (panel["verdict"] == verdict).to_numpy()
+                ax.errorbar(panel["delta_pct"][chosen], rows[chosen] - OFFSET, xerr=panel["ci95_pct"][chosen],
+                            fmt="o", color=color, capsize=2)
+            _mark_not_run(ax, rows[panel["delta_pct"].isna().to_numpy()] - OFFSET)
+            _family_rules(ax, panel["family"].to_numpy())
+            ax.set_title(f"{SETTING_LABELS[setting]}, {k}-shot")
+            ax.grid(axis="x", alpha=0.3)
+            ax.tick_params(labelbottom=True)  # every panel's scale readable in place, though shared
+    labels = [f"{METHOD_LABELS[method]} − {METHOD_LABELS[baseline]}" for method, baseline in COMPARISONS]
+    axes[0, 0].set_yticks(rows, labels)
+    axes[0, 0].invert_yaxis()  # the paper's comparison order, top to bottom
+    for ax in axes[-1]:
+        ax.set_xlabel("accuracy difference (points)")
+    legend = [
+        *(Line2D([], [], marker="o", color=color, label=f"ours: {verdict}") for verdict, color in
+          VERDICT_COLORS.items()),
+        Line2D([], [], marker="D", linestyle="", color=PAPER_COLOR, markerfacecolor="white",
+               label="paper's difference"),
+    ]
+    figure.legend(handles=legend, loc="outside lower center", ncols=len(legend), frameon=False)
+    _title(figure, "The paper's comparisons, tested task by task: mean paired difference ± 95% CI "
+                   "(verdicts at Holm-adjusted p < 0.05)", note)
     return figure
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from kml.cell_csv import MMAML_EVAL_META_BATCH
+from kml.report.claims import with_paper_grid
 from kml.report.paper import FAMILY_LABELS, KEYS, METHOD_LABELS, SETTING_LABELS, paper_results
 
 MISSING = "--"  # typeset as an en dash
@@ -77,7 +78,8 @@ def caption_with_note(text: str, note: str | None) -> str:
     return text + (f" {escape_latex(note)}" if note else "")
 
 
-def table_float(label: str, caption: str, columns: str, header: list[str], body: list[str]) -> str:
+def table_float(label: str, caption: str, columns: str, header: list[str], body: list[str],
+                column_gap: str = "4pt") -> str:
     """A booktabs `table` float labelled tab:{label}; the report's tables all share this layout."""
     return "\n".join(
         [
@@ -85,7 +87,7 @@ def table_float(label: str, caption: str, columns: str, header: list[str], body:
             r"\begin{table}[htbp]",
             r"\centering",
             r"\footnotesize",
-            r"\setlength{\tabcolsep}{4pt}",
+            rf"\setlength{{\tabcolsep}}{{{column_gap}}}",
             rf"\caption{{{caption}}}",
             rf"\label{{tab:{label}}}",
             rf"\begin{{tabular}}{{{columns}}}",
@@ -181,3 +183,48 @@ def write_tables(summary: pd.DataFrame, out_dir: Path, note: str | None = None) 
         path.write_text(text)
     return list(texts)
 
+
+def _p_value(p: float) -> str:
+    if pd.isna(p):
+        return MISSING
+    return r"$<$0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def claims_table(claims: pd.DataFrame, note: str | None = None) -> str:
+    """The paired comparisons beside the paper's differences, one float per family (as reproduction_table).
+
+    Each (setting, shots) is a heading row that also gives its number of tasks, which all its comparisons
+    share: that keeps the table within an article's width.
+    """
+    floats = []
+    for family, grid in with_paper_grid(claims).groupby("family", sort=False):
+        body = []
+        for (setting, shots), rows in grid.groupby(["setting", "shots"], sort=False):
+            tasks = rows["n_tasks"].dropna().unique()
+            counted = f"$n = {', '.join(f'{n:.0f}' for n in tasks)}$ tasks" if len(tasks) else "not run"
+            if body:
+                body.append(r"\midrule")
+            body.append(rf"\multicolumn{{5}}{{l}}{{\textit{{{SETTING_LABELS[setting]}, {shots}-shot}} ({counted})}} \\")
+            for row in rows.itertuples(index=False):
+                run = not pd.isna(row.delta_pct)
+                cells = [
+                    rf"{METHOD_LABELS[row.method]} vs {METHOD_LABELS[row.baseline]}",
+                    _mean_ci(row.delta_pct, row.ci95_pct, signed=True),
+                    _p_value(row.p_holm),
+                    f"${row.paper_delta_pct:+.{DECIMALS}f}$",
+                    row.verdict if run else MISSING,
+                ]
+                body.append(" & ".join(cells) + r" \\")
+        caption = caption_with_note(
+            f"{FAMILY_LABELS[family]}, the paper's comparisons tested task by task: $\\Delta$ = method $-$ "
+            r"baseline accuracy (points), the mean over the $n$ test tasks that both methods share, "
+            r"$\pm$ its 95\% paired $t$ interval; $p_\mathrm{Holm}$: paired $t$-test, Holm-adjusted over all "
+            "comparisons shown; paper: the paper's $\\Delta$ from its tables; verdict: significant "
+            "($p_\\mathrm{Holm} < 0.05$) in the direction of the paper's $\\Delta$ (reproduced) or against it "
+            f"(contradicted), else not significant. {MISSING}: a cell not run.",
+            note,
+        )
+        header = ["Comparison", r"$\Delta$", r"$p_\mathrm{Holm}$", "Paper", "Verdict"]
+        # Narrower gaps: the longest comparison and verdict must fit an article's width beside the numbers.
+        floats.append(table_float(f"claims_{family}", caption, "lcrrl", header, body, column_gap="3pt"))
+    return "\n".join(floats)
