@@ -82,8 +82,8 @@ def reproduction_figure(summary: pd.DataFrame, note: str | None = None) -> Figur
     legend = [
         Line2D(
             [], [], marker="o", color=OURS_COLOR,
-            label=f"this reproduction: mean ± 95% CI over means of {MMAML_EVAL_META_BATCH}-task batches "
-                  "(the released MMAML code's interval, comparable with the paper's ±)",
+            label=f"ours: mean ± 95% CI over the means of {MMAML_EVAL_META_BATCH}-task batches "
+                  "(comparable with the paper's ±)",
         ),
         Line2D(
             [], [], marker="o", color=PAPER_COLOR, markerfacecolor="white", label="paper: mean ± as reported"
