@@ -78,6 +78,12 @@ def _report_accuracy(args: argparse.Namespace) -> None:
     report_accuracy(args.cells, out_dir=args.out_dir, note=args.note)
 
 
+def _report_claims(args: argparse.Namespace) -> None:
+    from kml.report import report_claims
+
+    report_claims(args.cells, out_dir=args.out_dir, note=args.note)
+
+
 def _bench(args: argparse.Namespace) -> None:
     from kml.bench import markdown_table, run_benchmarks
 
@@ -151,15 +157,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("report", help="tables and figures from results, beside the paper's numbers")
     reports = p.add_subparsers(dest="report", required=True, metavar="REPORT")
-    r = reports.add_parser("accuracy", help="summary CSVs, the paper's two tables and the comparison figure "
-                                            "from evaluated cells (any subset of the 64)")
-    r.add_argument("cells", type=Path, nargs="+", metavar="CELL.csv",
-                   help="cell CSVs written by `kml evaluate`")
-    r.add_argument("--out-dir", type=Path, required=True,
-                   help="writes summary.csv, per_mode.csv, tables/*.tex, figures/reproduction.{pdf,png}")
-    r.add_argument("--note", help="text printed in every table's caption and the figure's title, "
-                                  "e.g. what the numbers can and cannot show")
-    r.set_defaults(handler=_report_accuracy)
+    for name, handler, about, writes in (
+        ("accuracy", _report_accuracy, "summary CSVs, the paper's two tables and the comparison figure",
+         "summary.csv, per_mode.csv, tables/*.tex, figures/reproduction.{pdf,png}"),
+        ("claims", _report_claims, "the paper's comparisons of methods, tested task by task (paired),",
+         "claims.csv, tables/claims.tex, figures/claims.{pdf,png}"),
+    ):
+        r = reports.add_parser(name, help=f"{about} from evaluated cells (any subset of the 64)")
+        r.add_argument("cells", type=Path, nargs="+", metavar="CELL.csv",
+                       help="cell CSVs written by `kml evaluate`")
+        r.add_argument("--out-dir", type=Path, required=True, help=f"writes {writes}")
+        r.add_argument("--note", help="text printed in every table's caption and figure's title, "
+                                      "e.g. what the numbers can and cannot show")
+        r.set_defaults(handler=handler)
     r = reports.add_parser("transference", help="transference summary, table and figures from `kml transference` CSVs")
     r.add_argument("csvs", type=Path, nargs="+", metavar="CSV", help="iter{N}.csv files written by `kml transference`")
     r.add_argument("--out-dir", type=Path, required=True,

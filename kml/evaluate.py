@@ -2,16 +2,14 @@
 
 Every method of a setting is evaluated on the same fixed task set: task t is a pure function of
 (eval.seed, t) on the test split (`evaluation_batches`), balanced over the setting's modes. Each model adapts
-with its own training configuration (e.g. the same number of inner steps as in training, REFERENCE §4).
+with its own training configuration (e.g. the same number of inner steps as in training).
 
-The cell CSV (docs/ARCHITECTURE.md, "Cell CSV") holds one row per task and the mean ± 95% confidence
-interval per mode and overall, the CI being 1.96 · σ / √n over per-task accuracies with σ the population
-standard deviation, as the released KML code computes it.
+The cell CSV (kml/cell_csv.py; docs/ARCHITECTURE.md, "Cell CSV") holds one row per task and the mean with
+its 95 % intervals per mode and overall.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,42 +19,15 @@ import torch
 from torch import nn
 
 from kml import KmlError, checkpoint
+from kml.cell_csv import cell_frame
 from kml.config import ConfigError, RunConfig, run_config_from_dict
 from kml.data.episodes import evaluation_batches, prefetch
 from kml.methods.registry import build_method, build_multi
 from kml.train import mode_splits, progress_bar, resolve_device, rotated_modes
 
-CI_Z = 1.96
-CI_DEFINITION = "1.96*std/sqrt(n_tasks), population std of the per-task accuracies"
-COLUMNS = ["setting", "method", "shots", "kind", "task_id", "mode", "n_tasks", "accuracy_pct", "ci95_pct",
-           "ci95_definition"]
-
 
 class EvaluationError(KmlError, ValueError):
     """The models given do not fit the cell being evaluated."""
-
-
-def summarize(accuracies: Sequence[float]) -> tuple[float, float]:
-    """(mean, 95% CI half-width), both in percent, of per-task accuracies given as fractions."""
-    percent = np.asarray(accuracies, dtype=np.float64) * 100
-    return float(percent.mean()), float(CI_Z * percent.std() / math.sqrt(len(percent)))
-
-
-def cell_frame(config: RunConfig, task_ids: Sequence[int], modes: Sequence[str],
-               accuracies: Sequence[float]) -> pd.DataFrame:
-    """The cell CSV's rows: one per task, then one per mode of the setting that has tasks, then overall."""
-    label = {"setting": config.setting, "method": config.method, "shots": config.task.shots}
-    rows = [{**label, "kind": "task", "task_id": task_id, "mode": mode, "n_tasks": 1,
-             "accuracy_pct": 100 * accuracy}
-            for task_id, mode, accuracy in zip(task_ids, modes, accuracies)]
-    groups = [(mode, [a for m, a in zip(modes, accuracies) if m == mode]) for mode in config.modes]
-    for kind, mode, values in [*(("mode", mode, values) for mode, values in groups if values),
-                               ("overall", None, list(accuracies))]:
-        mean, ci = summarize(values)
-        rows.append({**label, "kind": kind, "mode": mode, "n_tasks": len(values), "accuracy_pct": mean,
-                     "ci95_pct": ci, "ci95_definition": CI_DEFINITION})
-    frame = pd.DataFrame(rows, columns=COLUMNS)
-    return frame.astype({"task_id": "Int64"})
 
 
 def evaluate(config: RunConfig, models: Sequence[str | Path], out: str | Path) -> pd.DataFrame:

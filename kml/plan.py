@@ -66,6 +66,13 @@ ACCURACY_REPORT = {
     "figure_pdf": "results/figures/reproduction.pdf",
     "figure_png": "results/figures/reproduction.png",
 }
+# `kml report claims CELLS... --out-dir results` (docs/ARCHITECTURE.md, "Report").
+CLAIMS_REPORT = {
+    "claims": "results/claims.csv",
+    "table": "results/tables/claims.tex",
+    "figure_pdf": "results/figures/claims.pdf",
+    "figure_png": "results/figures/claims.png",
+}
 # `kml report transference CSVS... --out-dir results` (docs/ARCHITECTURE.md, "Transference").
 TRANSFERENCE_REPORT = {
     "summary": "results/transference/summary.csv",
@@ -418,7 +425,7 @@ class Plan:
         return files
 
     def all_targets(self) -> list[str]:
-        return [*self.cell_csvs, *ACCURACY_REPORT.values(), *self.transference_csvs,
+        return [*self.cell_csvs, *ACCURACY_REPORT.values(), *CLAIMS_REPORT.values(), *self.transference_csvs,
                 *self.transference_report.values()]
 
     def job_counts(self) -> dict[str, int]:

@@ -1,16 +1,18 @@
-"""Evaluation: the CI summary, the cell CSV, every method learning, Multi-* routing, and mismatched models."""
+"""Evaluation: the cell CSV it writes, every method learning, Multi-* routing, and mismatched models.
+
+The cell CSV's rows and intervals themselves: tests/test_cell_csv.py.
+"""
 
 from __future__ import annotations
-
-import math
 
 import pandas as pd
 import pytest
 from synthetic import one_thread, small_run_config, synthetic_files  # noqa: F401  (fixtures)
 
 from kml import checkpoint
-from kml.config import METHODS, RunConfig, TaskConfig
-from kml.evaluate import CI_DEFINITION, COLUMNS, EvaluationError, cell_frame, evaluate, summarize
+from kml.cell_csv import COLUMNS
+from kml.config import METHODS, RunConfig
+from kml.evaluate import EvaluationError, evaluate
 from kml.methods.registry import build_method
 from kml.train import train
 
@@ -67,31 +69,6 @@ def _untrained(config, path):
 def _rows(frame, kind, mode=None):
     rows = frame[frame.kind == kind]
     return rows if mode is None else rows[rows["mode"] == mode]
-
-
-def test_summary_is_the_mean_and_1_96_population_std_over_root_n():
-    mean, ci = summarize([0.2, 0.4, 0.6])
-    # By hand: std = sqrt((20² + 0² + 20²) / 3) = 16.3299 points; 1.96 · 16.3299 / sqrt(3) = 18.4790.
-    assert mean == pytest.approx(40.0)
-    assert ci == pytest.approx(18.4790, abs=1e-4)
-    assert summarize([0.7]) == pytest.approx((70.0, 0.0))
-
-
-def test_cell_frame_has_task_mode_and_overall_rows():
-    config = RunConfig(method="maml", modes=MODES, setting="2mode", task=TaskConfig(shots=5))
-    frame = cell_frame(config, [0, 1, 2, 3], ["fc100", "cub", "fc100", "cub"], [0.2, 0.5, 0.4, 0.5])
-    assert list(frame.columns) == COLUMNS
-    assert set(frame.setting) == {"2mode"} and set(frame.method) == {"maml"} and set(frame.shots) == {5}
-    assert _rows(frame, "task").task_id.tolist() == [0, 1, 2, 3]
-    assert _rows(frame, "task").accuracy_pct.tolist() == pytest.approx([20, 50, 40, 50])
-    summary = frame[frame.kind != "task"]
-    assert summary["mode"].tolist()[:2] == ["fc100", "cub"] and math.isnan(summary["mode"].tolist()[2])
-    assert summary.n_tasks.tolist() == [2, 2, 4]
-    assert summary.accuracy_pct.tolist() == pytest.approx([30, 50, 40])
-    # Population std: fc100 [20, 40] -> 10; cub [50, 50] -> 0; all -> sqrt((400 + 100 + 0 + 100) / 4).
-    assert summary.ci95_pct.tolist() == pytest.approx([1.96 * 10 / math.sqrt(2), 0,
-                                                       1.96 * math.sqrt(150) / math.sqrt(4)])
-    assert set(summary.ci95_definition) == {CI_DEFINITION}
 
 
 @pytest.mark.parametrize("method", METHODS)

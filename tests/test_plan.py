@@ -273,6 +273,8 @@ def test_paper_targets_are_the_documented_paths(paper):
     for path in ("results/summary.csv", "results/per_mode.csv", "results/tables/maml_family.tex",
                  "results/tables/protonet_family.tex", "results/tables/reproduction.tex",
                  "results/figures/reproduction.pdf", "results/figures/reproduction.png",
+                 "results/claims.csv", "results/tables/claims.tex", "results/figures/claims.pdf",
+                 "results/figures/claims.png",
                  "results/transference/summary.csv", "results/tables/transference.tex",
                  "results/transference/mmaml_kml/5shot/iter20000.csv"):
         assert path in targets

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import math
 import shutil
+import statistics
 import subprocess
 from importlib.resources import files
 
@@ -12,11 +14,14 @@ import pandas as pd
 import pytest
 
 from kml import KmlError
+from kml.cell_csv import COLUMNS
 from kml.cli import main
-from kml.report import report_accuracy
+from kml.report import report_accuracy, report_claims
+from kml.report.claims import CLAIMS_COLUMNS, paper_comparisons
 from kml.report.paper import METHOD_LABELS, SETTING_LABELS
 from kml.report.summary import intervals_overlap, read_cells, summarize
-from kml.report.tables import best_mask, escape_latex, family_table, write_tables
+from kml.report.tables import best_mask, claims_table, escape_latex, family_table, write_tables
+from kml.stats import VERDICTS
 
 PAPER_ORDER = [
     (s, k, m)
@@ -45,29 +50,41 @@ def paper_numbers() -> dict[tuple[str, str, int], tuple[float, float]]:
         }
 
 
+def hand_summary(accuracies: np.ndarray, modes: list[str]) -> dict[str, float]:
+    """A summary row's mean and intervals, computed with the statistics module (not kml.stats)."""
+    values = [float(value) for value in accuracies]
+    n = len(values)
+    strata = [[v for v, m in zip(values, modes) if m == mode] for mode in dict.fromkeys(modes)]
+    stratified = sum((len(s) / n) ** 2 * statistics.variance(s) / len(s) for s in strata) if n > len(strata) else None
+    batches = [statistics.fmean(values[i:i + 10]) for i in range(0, n, 10)]
+    return {
+        "n_tasks": n,
+        "accuracy_pct": statistics.fmean(values),
+        "ci95_pct": 1.96 * statistics.pstdev(values) / math.sqrt(n),
+        "ci95_stratified_pct": np.nan if stratified is None else 1.96 * math.sqrt(stratified),
+        "ci95_batch_means_pct": 1.96 * statistics.pstdev(batches) / math.sqrt(len(batches))
+        if len(batches) > 1 else np.nan,
+    }
+
+
 def write_cell(path, setting, method, shots, per_mode: dict[str, np.ndarray]):
-    """A cell CSV as `kml evaluate` writes it; returns the hand-computed (accuracy, ci95, n_tasks)."""
-
-    def summary(accuracies):
-        return accuracies.mean(), 1.96 * accuracies.std() / np.sqrt(len(accuracies)), len(accuracies)
-
-    rows, task_id = [], 0
+    """A cell CSV as `kml evaluate` writes it (tasks numbered mode after mode); returns the hand-computed
+    overall summary."""
+    rows, modes, task_id = [], [], 0
     for mode, accuracies in per_mode.items():
         for accuracy in accuracies:
-            rows.append(("task", task_id, mode, 1, accuracy, ""))
+            rows.append({"kind": "task", "task_id": task_id, "mode": mode, "n_tasks": 1, "accuracy_pct": accuracy})
             task_id += 1
-        mean, ci95, n_tasks = summary(accuracies)
-        rows.append(("mode", "", mode, n_tasks, mean, ci95))
-    overall = summary(np.concatenate(list(per_mode.values())))
-    mean, ci95, n_tasks = overall
-    rows.append(("overall", "", "", n_tasks, mean, ci95))
-    frame = pd.DataFrame(rows, columns=["kind", "task_id", "mode", "n_tasks", "accuracy_pct", "ci95_pct"])
-    frame.insert(0, "setting", setting)
-    frame.insert(1, "method", method)
-    frame.insert(2, "shots", shots)
-    frame["ci95_definition"] = "1.96*std/sqrt(n_tasks), population std over tasks"
+        modes += [mode] * len(accuracies)
+        rows.append({"kind": "mode", "mode": mode, **hand_summary(accuracies, [mode] * len(accuracies)),
+                     "ci95_batch_means_pct": np.nan})
+    overall = hand_summary(np.concatenate(list(per_mode.values())), modes)
+    rows.append({"kind": "overall", **overall})
+    frame = pd.DataFrame(rows).assign(setting=setting, method=method, shots=shots)
+    for interval in ("ci95", "ci95_stratified", "ci95_batch_means"):
+        frame[f"{interval}_definition"] = np.where(frame["kind"] == "task", "", f"{interval} by hand")
     path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False)
+    frame.reindex(columns=COLUMNS).to_csv(path, index=False)
     return overall
 
 
@@ -79,9 +96,9 @@ def random_cell(tmp_path, setting, method, shots, seed):
 
 
 def constant_cell(tmp_path, setting, method, shots, accuracy):
-    """Every task at `accuracy`, so the cell's mean is `accuracy` and its interval has zero width."""
+    """Every one of 20 tasks at `accuracy`, so the cell's mean is `accuracy` and its intervals have zero width."""
     path = tmp_path / f"{setting}-{method}-{shots}.csv"
-    write_cell(path, setting, method, shots, {"omniglot": np.full(4, accuracy)})
+    write_cell(path, setting, method, shots, {"omniglot": np.full(20, accuracy)})
     return path
 
 
@@ -91,14 +108,15 @@ PARTIAL = [cell for i, cell in enumerate(PAPER_ORDER) if i % 6 == 0]
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    """A full report on a partial run, made once: (out dir, {cell: hand (accuracy, ci95, n_tasks)})."""
+    """A full report on a partial run, made once: (out dir, {cell: its hand-computed overall summary})."""
     root = tmp_path_factory.mktemp("report")
     written = {(s, m, k): random_cell(root, s, m, k, seed) for seed, (s, k, m) in enumerate(PARTIAL)}
     report_accuracy([path for path, _ in written.values()], root / "results", note=NOTE)
+    report_claims([path for path, _ in written.values()], root / "results", note=NOTE)
     return root / "results", {cell: hand for cell, (_, hand) in written.items()}
 
 
-def test_summary_equals_a_hand_computation_from_the_overall_rows(report):
+def test_summary_compares_with_the_paper_through_the_batch_means_interval(report):
     out, hand = report
     summary = pd.read_csv(out / "summary.csv")
     paper = paper_numbers()
@@ -112,14 +130,25 @@ def test_summary_equals_a_hand_computation_from_the_overall_rows(report):
         "paper_accuracy",
         "paper_ci95",
         "delta",
+        "delta_ci95",
         "intervals_overlap",
+        "ci95_stratified",
+        "ci95_pooled",
+        "ci95_definition",
     ]
     assert list(summary[["setting", "shots", "method"]].itertuples(index=False, name=None)) == PARTIAL
     for row in summary.itertuples():
-        accuracy, ci95, n_tasks = hand[(row.setting, row.method, row.shots)]
-        assert (row.accuracy, row.ci95, row.n_tasks) == pytest.approx((accuracy, ci95, n_tasks), rel=1e-12)
+        cell = hand[(row.setting, row.method, row.shots)]
+        assert (row.accuracy, row.n_tasks) == pytest.approx((cell["accuracy_pct"], cell["n_tasks"]), rel=1e-12)
+        # ci95, the interval set beside the paper's, is the released MMAML code's over batch means.
+        assert row.ci95 == pytest.approx(cell["ci95_batch_means_pct"], rel=1e-12)
+        assert row.ci95_definition == "ci95_batch_means by hand"
+        assert row.ci95_stratified == pytest.approx(cell["ci95_stratified_pct"], rel=1e-12)
+        assert row.ci95_pooled == pytest.approx(cell["ci95_pct"], rel=1e-12)
         assert (row.paper_accuracy, row.paper_ci95) == paper[(row.setting, row.method, row.shots)]
-        assert row.delta == pytest.approx(accuracy - row.paper_accuracy)
+        assert row.delta == pytest.approx(cell["accuracy_pct"] - row.paper_accuracy, abs=1e-4)
+        assert row.delta_ci95 == pytest.approx(math.hypot(row.ci95, row.paper_ci95), abs=1e-4)
+        assert row.intervals_overlap == (abs(row.delta) <= row.ci95 + row.paper_ci95)
     assert summary["intervals_overlap"].dtype == bool
 
 
@@ -234,13 +263,17 @@ def test_family_table_bolds_every_best_method_of_a_row(tmp_path):
 
 @pytest.fixture(scope="module")
 def widest_report(tmp_path_factory):
-    """Tables of all 64 cells at the widest numbers they hold (50.00 ± 29.40), all tied, so all bold."""
+    """Tables of all 64 cells at the widest numbers they hold (50.00 ± 69.30), all tied, so all bold, and of
+    all 64 comparisons at the widest (-99.99 ± 99.99, the longest verdict)."""
     root = tmp_path_factory.mktemp("widest")
-    accuracies = {"cub": np.array([20.0, 80.0, 20.0, 80.0])}
+    accuracies = {"cub": np.repeat([0.0, 100.0], 10)}  # two batches of 10, at 0 and at 100
     cells = [root / f"{s}-{m}-{k}.csv" for s, k, m in PAPER_ORDER]
     for path, (s, k, m) in zip(cells, PAPER_ORDER, strict=True):
         write_cell(path, s, m, k, accuracies)
     write_tables(summarize(read_cells(cells)), root, note=NOTE)
+    widest = paper_comparisons().assign(delta_pct=-99.99, ci95_pct=99.99, p_value=0.999, p_holm=0.999,
+                                        n_tasks=5000, verdict=max(VERDICTS, key=len))
+    (root / "tables" / "claims.tex").write_text(claims_table(widest[CLAIMS_COLUMNS], note=NOTE))
     return root
 
 
@@ -248,7 +281,7 @@ def widest_report(tmp_path_factory):
     shutil.which("pdflatex") is None,
     reason="pdflatex not installed (apt-get install texlive-latex-base texlive-latex-recommended)",
 )
-@pytest.mark.parametrize("table", ["maml_family", "protonet_family", "reproduction"])
+@pytest.mark.parametrize("table", ["maml_family", "protonet_family", "reproduction", "claims"])
 @pytest.mark.parametrize("run", ["partial", "widest"])
 def test_tables_compile_with_booktabs_and_fit_the_page(request, run, table, tmp_path):
     out = (
@@ -298,10 +331,12 @@ def test_cli_end_to_end_on_a_partial_run(tmp_path):
     assert "plumbing only" in (out / "tables" / "protonet_family.tex").read_text()
 
 
-def _replace(column, value):
+def _replace(column, value, row=-1):
+    """An edit of one value, by default in the last row (the overall summary); row 1 is a task."""
+
     def edit(frame):
         frame[column] = frame[column].astype(object)
-        frame.loc[frame.index[-1], column] = value
+        frame.loc[frame.index[row], column] = value
         return frame
 
     return edit
@@ -311,6 +346,11 @@ def _replace(column, value):
     ("corrupt", "message"),
     [
         (lambda frame: frame.drop(columns="ci95_pct"), "missing columns ci95_pct"),
+        (lambda frame: frame.drop(columns="ci95_batch_means_pct"), "older kml lacks columns: evaluate the cell again"),
+        (_replace("ci95_stratified_pct", -0.5), "intervals >= 0 or empty"),
+        (_replace("accuracy_pct", 120.0, row=1), "task rows need"),
+        (_replace("task_id", 0, row=1), "task rows need a whole task_id given once"),
+        (_replace("task_id", 1.5, row=1), "task rows need a whole task_id given once"),
         (_replace("kind", "summary"), "unknown kind"),
         (_replace("accuracy_pct", "high"), "accuracy_pct in"),
         (_replace("accuracy_pct", 120.0), "accuracy_pct in"),

@@ -29,7 +29,7 @@ PAPER_JOBS = {
     "train": 56, "train_with_snapshots": 12,  # 48 joint + 20 Multi-* members
     "evaluate": 64,
     "transference": 12,
-    "report_accuracy": 1, "report_transference": 1, "all": 1,
+    "report_accuracy": 1, "report_claims": 1, "report_transference": 1, "all": 1,
 }
 
 
@@ -76,7 +76,7 @@ def workflow(tmp_path_factory) -> Path:
 def test_paper_dry_run_schedules_every_job(workflow):
     counts, outputs = dry_run(workflow)
     assert counts == PAPER_JOBS, counts
-    assert sum(counts.values()) == 157
+    assert sum(counts.values()) == 158
     cells = {f for f in outputs if f.startswith("results/eval/") and f.endswith(".csv")}
     assert len(cells) == 64
     assert "results/models/single/maml/omniglot/1shot/model.pt" in outputs
@@ -164,6 +164,20 @@ def test_smoke_writes_every_cell_and_table(smoke):
         assert (smoke / "results" / "figures" / figure).stat().st_size > 1000
     cell = pd.read_csv(smoke / "results" / "eval" / "3mode" / "multi_maml" / "5shot.csv")
     assert (cell["kind"] == "task").sum() == 3 * PRESET["eval"]["tasks_per_mode"]
+    # The preset evaluates at least two meta-batches of 10 per cell, so every interval is defined.
+    assert summary[["ci95", "ci95_stratified", "ci95_pooled", "delta_ci95"]].notna().all().all()
+
+
+@pytest.mark.slow
+def test_smoke_writes_the_paired_claims(smoke):
+    claims = pd.read_csv(smoke / "results" / "claims.csv")
+    assert len(claims) == 64  # 8 comparisons x 4 settings x 2 shots
+    assert list(claims.columns[:4]) == ["setting", "shots", "method", "baseline"]
+    assert set(claims["verdict"]) <= {"reproduced", "not significant", "contradicted", "no paper direction"}
+    assert claims["p_holm"].between(0, 1).all() and (claims["p_holm"] >= claims["p_value"]).all()
+    assert "plumbing" in (smoke / "results" / "tables" / "claims.tex").read_text()
+    for figure in ("claims.pdf", "claims.png"):
+        assert (smoke / "results" / "figures" / figure).stat().st_size > 1000
 
 
 @pytest.mark.slow
@@ -189,17 +203,17 @@ def test_smoke_run_is_complete_and_reports(smoke):
     assert "Nothing to be done" in again.stdout + again.stderr
     snakemake(smoke, "--report", "results/report.html", *SMOKE)
     html = (smoke / "results" / "report.html").read_text(errors="replace")
-    assert len(html) > 100_000 and "reproduction.png" in html and "summary.csv" in html
+    assert len(html) > 100_000 and "reproduction.png" in html and "summary.csv" in html and "claims.csv" in html
 
 
 @pytest.mark.slow
 def test_smoke_one_changed_value_reruns_exactly_the_affected_jobs(smoke, tmp_path):
     overlay = tmp_path / "change.yaml"
     # one Multi-MAML member's inner lr: that member (1 and 5 shots), the 3 settings with FC100 x 2 shots of
-    # multi_maml, and the accuracy report
+    # multi_maml, and the accuracy and claims reports
     overlay.write_text(yaml.safe_dump({"overrides": {"multi_member": {"maml": {"fc100": {"maml": {"inner_lr": 0.02}}}}}}))
     counts, outputs = dry_run(smoke, *SMOKE, str(overlay))
-    assert counts == {"train": 2, "evaluate": 6, "report_accuracy": 1, "all": 1}, counts
+    assert counts == {"train": 2, "evaluate": 6, "report_accuracy": 1, "report_claims": 1, "all": 1}, counts
     assert {f for f in outputs if f.endswith(".csv") and "/eval/" in f} == {
         f"results/eval/{s}/multi_maml/{k}shot.csv" for s in ("2mode_dagger", "3mode", "5mode") for k in (1, 5)}
 

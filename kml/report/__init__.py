@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kml.report.figures import write_accuracy_figure
+from kml.report.claims import compare
+from kml.report.figures import claims_figure, reproduction_figure, write_figure
 from kml.report.summary import read_cells, summarize, write_summaries
-from kml.report.tables import write_tables
+from kml.report.tables import claims_table, write_tables
 
 
 def report_accuracy(cells: list[Path], out_dir: Path, note: str | None = None) -> list[Path]:
@@ -19,5 +20,20 @@ def report_accuracy(cells: list[Path], out_dir: Path, note: str | None = None) -
     return [
         *write_summaries(rows, out_dir),
         *write_tables(summary, out_dir, note),
-        *write_accuracy_figure(summary, out_dir, note),
+        *write_figure(reproduction_figure(summary, note), out_dir, "reproduction"),
     ]
+
+
+def report_claims(cells: list[Path], out_dir: Path, note: str | None = None) -> list[Path]:
+    """`kml report claims`: claims.csv, tables/claims.tex and figures/claims.{pdf,png} in out_dir.
+
+    Comparisons need both of their cells; those of cells not given are left out of the CSV and shown as not
+    run in the table and figure.
+    """
+    claims = compare(read_cells(cells))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "tables").mkdir(exist_ok=True)
+    csv, table = out_dir / "claims.csv", out_dir / "tables" / "claims.tex"
+    claims.to_csv(csv, index=False)
+    table.write_text(claims_table(claims, note))
+    return [csv, table, *write_figure(claims_figure(claims, note), out_dir, "claims")]

@@ -10,13 +10,15 @@ import pandas as pd
 from kml import KmlError
 
 
-def read_checked_csv(path: Path, columns: Sequence[str], kind: str) -> pd.DataFrame:
-    """The CSV at `path`, which must hold at least `columns`; `kind` names what it should be, for the error."""
+def read_checked_csv(path: Path, columns: Sequence[str], kind: str, fix: str = "") -> pd.DataFrame:
+    """The CSV at `path`, which must hold at least `columns`; `kind` names what it should be and `fix` how
+    to mend missing columns, for the error."""
     try:
         frame = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise KmlError(f"{path}: not a readable {kind} ({error})") from None
     missing = [column for column in columns if column not in frame.columns]
     if missing:
-        raise KmlError(f"{path}: not a {kind}: missing columns {', '.join(missing)} (expected {', '.join(columns)})")
+        raise KmlError(f"{path}: not a {kind}: missing columns {', '.join(missing)} (expected {', '.join(columns)})"
+                       + (f"; {fix}" if fix else ""))
     return frame

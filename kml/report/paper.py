@@ -12,6 +12,8 @@ from kml.config import METHODS
 # The order of the paper's table rows; METHODS is already the order of its columns.
 SETTINGS = ("2mode_dagger", "2mode", "3mode", "5mode")
 KEYS = ["setting", "method", "shots"]
+PAPER_WAYS = 5  # every table of the paper is 5-way
+CHANCE_PCT = 100 / PAPER_WAYS
 
 # Labels as the paper typesets them; `$^\dagger$` is read by both LaTeX and matplotlib's mathtext.
 SETTING_LABELS = {"2mode_dagger": r"2Mode$^\dagger$", "2mode": "2Mode", "3mode": "3Mode", "5mode": "5Mode"}

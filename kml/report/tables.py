@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from kml.cell_csv import MMAML_EVAL_META_BATCH
+from kml.report.claims import with_paper_grid
 from kml.report.paper import FAMILY_LABELS, KEYS, METHOD_LABELS, SETTING_LABELS, paper_results
 
 MISSING = "--"  # typeset as an en dash
@@ -29,7 +31,13 @@ _SPECIALS = str.maketrans(
         "^": r"\textasciicircum{}",
     }
 )
-_ACCURACY = r"accuracy (\%) on meta-test tasks, mean $\pm$ 95\% confidence interval"
+# Our interval is the one comparable with the paper's (summary.csv's `ci95`): over the means of consecutive
+# batches of the evaluation's tasks, as the released MMAML code computes it.
+_ACCURACY = (
+    r"accuracy (\%) on meta-test tasks, mean $\pm$ 95\% confidence interval (ours: over the means of "
+    f"batches of {MMAML_EVAL_META_BATCH} tasks, the released MMAML code's interval, comparable with the "
+    r"paper's $\pm$)"
+)
 
 
 def escape_latex(text: str) -> str:
@@ -49,17 +57,19 @@ def best_mask(means: pd.DataFrame) -> pd.DataFrame:
 
 
 def _with_ours(summary: pd.DataFrame) -> pd.DataFrame:
-    """The paper's 64 cells in its order, with our accuracy, ci95, delta and overlap where we have them."""
-    ours = summary[[*KEYS, "accuracy", "ci95", "delta", "intervals_overlap"]]
+    """The paper's 64 cells in its order, with our accuracy, ci95 and delta where we have them."""
+    ours = summary[[*KEYS, "accuracy", "ci95", "delta", "delta_ci95"]]
     paper = paper_results().rename(columns={"accuracy": "paper_accuracy", "ci95": "paper_ci95"})
     return paper.merge(ours, on=KEYS, how="left")
 
 
-def _mean_ci(mean: float, ci: float, bold: bool = False) -> str:
+def _mean_ci(mean: float, ci: float, bold: bool = False, signed: bool = False) -> str:
     if pd.isna(mean):
         return MISSING
-    # The interval in smaller type, as is usual in papers; it also narrows the columns.
-    text = rf"{_number(mean)} {{\scriptsize $\pm$ {_number(ci)}}}"
+    # The interval in smaller type, as is usual in papers; it also narrows the columns. An undefined interval
+    # (too few tasks to estimate a spread) shows as MISSING.
+    shown = f"${mean:+.{DECIMALS}f}$" if signed else _number(mean)
+    text = rf"{shown} {{\scriptsize $\pm$ {MISSING if pd.isna(ci) else _number(ci)}}}"
     return rf"\textbf{{{text}}}" if bold else text
 
 
@@ -68,7 +78,8 @@ def caption_with_note(text: str, note: str | None) -> str:
     return text + (f" {escape_latex(note)}" if note else "")
 
 
-def table_float(label: str, caption: str, columns: str, header: list[str], body: list[str]) -> str:
+def table_float(label: str, caption: str, columns: str, header: list[str], body: list[str],
+                column_gap: str = "4pt") -> str:
     """A booktabs `table` float labelled tab:{label}; the report's tables all share this layout."""
     return "\n".join(
         [
@@ -76,7 +87,7 @@ def table_float(label: str, caption: str, columns: str, header: list[str], body:
             r"\begin{table}[htbp]",
             r"\centering",
             r"\footnotesize",
-            r"\setlength{\tabcolsep}{4pt}",
+            rf"\setlength{{\tabcolsep}}{{{column_gap}}}",
             rf"\caption{{{caption}}}",
             rf"\label{{tab:{label}}}",
             rf"\begin{{tabular}}{{{columns}}}",
@@ -124,7 +135,7 @@ def family_table(summary: pd.DataFrame, family: str, note: str | None = None) ->
 
 
 def reproduction_table(summary: pd.DataFrame, note: str | None = None) -> str:
-    """Ours beside the paper's, one row per cell, with delta and interval overlap; one float per family.
+    """Ours beside the paper's, one row per cell, with their difference; one float per family.
 
     One float per family keeps each within a page: a float cannot break, and all 64 rows do not fit on one.
     """
@@ -144,10 +155,7 @@ def reproduction_table(summary: pd.DataFrame, note: str | None = None) -> str:
                         METHOD_LABELS[row.method],
                         _mean_ci(row.accuracy, row.ci95),
                         _mean_ci(row.paper_accuracy, row.paper_ci95),
-                        MISSING if pd.isna(row.delta) else f"${row.delta:+.{DECIMALS}f}$",
-                        MISSING
-                        if pd.isna(row.intervals_overlap)
-                        else ("yes" if row.intervals_overlap else "no"),
+                        _mean_ci(row.delta, row.delta_ci95, signed=True),
                     ]
                 )
                 + r" \\"
@@ -155,12 +163,13 @@ def reproduction_table(summary: pd.DataFrame, note: str | None = None) -> str:
             previous = (row.setting, row.shots)
         caption = caption_with_note(
             f"{FAMILY_LABELS[family]}, this reproduction beside the paper: {_ACCURACY}. "
-            r"$\Delta$ = ours $-$ paper; overlap: whether the two intervals share a point. "
-            f"{MISSING}: cell not run.",
+            r"$\Delta$ = ours $-$ paper $\pm$ its 95\% interval, taking the two estimates as independent "
+            "and both intervals as of the same kind: where it excludes 0, our accuracy differs significantly "
+            f"from the paper's. {MISSING}: cell not run.",
             note,
         )
-        header = ["Setting", "Shots", "Method", "Ours", "Paper", r"$\Delta$", "Overlap"]
-        floats.append(table_float(f"reproduction_{family}", caption, "lllccrc", header, body))
+        header = ["Setting", "Shots", "Method", "Ours", "Paper", r"$\Delta$"]
+        floats.append(table_float(f"reproduction_{family}", caption, "lllccc", header, body))
     return "\n".join(floats)
 
 
@@ -173,3 +182,49 @@ def write_tables(summary: pd.DataFrame, out_dir: Path, note: str | None = None) 
     for path, text in texts.items():
         path.write_text(text)
     return list(texts)
+
+
+def _p_value(p: float) -> str:
+    if pd.isna(p):
+        return MISSING
+    return r"$<$0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def claims_table(claims: pd.DataFrame, note: str | None = None) -> str:
+    """The paired comparisons beside the paper's differences, one float per family (as reproduction_table).
+
+    Each (setting, shots) is a heading row that also gives its number of tasks, which all its comparisons
+    share: that keeps the table within an article's width.
+    """
+    floats = []
+    for family, grid in with_paper_grid(claims).groupby("family", sort=False):
+        body = []
+        for (setting, shots), rows in grid.groupby(["setting", "shots"], sort=False):
+            tasks = rows["n_tasks"].dropna().unique()
+            counted = f"$n = {', '.join(f'{n:.0f}' for n in tasks)}$ tasks" if len(tasks) else "not run"
+            if body:
+                body.append(r"\midrule")
+            body.append(rf"\multicolumn{{5}}{{l}}{{\textit{{{SETTING_LABELS[setting]}, {shots}-shot}} ({counted})}} \\")
+            for row in rows.itertuples(index=False):
+                run = not pd.isna(row.delta_pct)
+                cells = [
+                    rf"{METHOD_LABELS[row.method]} vs {METHOD_LABELS[row.baseline]}",
+                    _mean_ci(row.delta_pct, row.ci95_pct, signed=True),
+                    _p_value(row.p_holm),
+                    f"${row.paper_delta_pct:+.{DECIMALS}f}$",
+                    row.verdict if run else MISSING,
+                ]
+                body.append(" & ".join(cells) + r" \\")
+        caption = caption_with_note(
+            f"{FAMILY_LABELS[family]}, the paper's comparisons tested task by task: $\\Delta$ = method $-$ "
+            r"baseline accuracy (points), the mean over the $n$ test tasks that both methods share, "
+            r"$\pm$ its 95\% paired $t$ interval; $p_\mathrm{Holm}$: paired $t$-test, Holm-adjusted over all "
+            "comparisons shown; paper: the paper's $\\Delta$ from its tables; verdict: significant "
+            "($p_\\mathrm{Holm} < 0.05$) in the direction of the paper's $\\Delta$ (reproduced) or against it "
+            f"(contradicted), else not significant. {MISSING}: a cell not run.",
+            note,
+        )
+        header = ["Comparison", r"$\Delta$", r"$p_\mathrm{Holm}$", "Paper", "Verdict"]
+        # Narrower gaps: the longest comparison and verdict must fit an article's width beside the numbers.
+        floats.append(table_float(f"claims_{family}", caption, "lcrrl", header, body, column_gap="3pt"))
+    return "\n".join(floats)

@@ -7,7 +7,7 @@ import sys
 
 # The checkout's kml/plan.py, also when Snakemake runs from an environment without the package installed.
 sys.path.insert(0, str(workflow.basedir))
-from kml.plan import Plan, alternation, snapshot_name, to_yaml  # noqa: E402
+from kml.plan import CLAIMS_REPORT, Plan, alternation, snapshot_name, to_yaml  # noqa: E402
 
 PLAN = Plan(config)
 RES = config["resources"]

@@ -37,6 +37,28 @@ rule report_accuracy:
         "kml report accuracy {input.cells} --out-dir results {params.note} > {log} 2>&1"
 
 
+rule report_claims:
+    input:
+        cells=PLAN.cell_csvs,
+    output:
+        claims=report(CLAIMS_REPORT["claims"], caption="../report/claims.rst", category="Claims"),
+        table=report(CLAIMS_REPORT["table"], caption="../report/claims_table.rst", category="Tables"),
+        figure_pdf=report(CLAIMS_REPORT["figure_pdf"], caption="../report/claims_figure.rst", category="Claims"),
+        figure_png=report(CLAIMS_REPORT["figure_png"], caption="../report/claims_figure.rst", category="Claims"),
+    params:
+        note=note_option(),
+    log:
+        "logs/report/claims.log",
+    threads: RES["report"]["threads"]
+    resources:
+        mem_mb=RES["report"]["mem_mb"],
+        runtime=RES["report"]["runtime"],
+    conda:
+        "../../envs/report.yaml"
+    shell:
+        "kml report claims {input.cells} --out-dir results {params.note} > {log} 2>&1"
+
+
 if PLAN.transference:
 
     rule report_transference:

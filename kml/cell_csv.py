@@ -1,0 +1,82 @@
+"""The cell CSV: one evaluated table cell, as `kml evaluate` writes it and the reports read it.
+
+One row per test task (`kind` "task"), then one per mode of the setting (`kind` "mode") and one for the
+whole cell (`kind` "overall"). Accuracies are in percent. Each summary row carries three 95 % intervals of
+its mean, each beside its definition (kml/stats.py computes them; docs/statistics.md says when to use which):
+
+    ci95_pct              pooled: 1.96 · σ / √n over tasks (the released KML code's rule)
+    ci95_stratified_pct   stratified by mode (the mode-balanced design's own interval)
+    ci95_batch_means_pct  over the means of consecutive groups of MMAML_EVAL_META_BATCH task ids (the released
+                          MMAML code's rule, which the paper's ± values fit); overall rows only
+
+docs/ARCHITECTURE.md ("Cell CSV") documents the same columns. Torch-free, so the reports can import it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from kml import stats
+from kml.config import RunConfig
+
+COLUMNS = [
+    "setting", "method", "shots", "kind", "task_id", "mode", "n_tasks", "accuracy_pct",
+    "ci95_pct", "ci95_definition",
+    "ci95_stratified_pct", "ci95_stratified_definition",
+    "ci95_batch_means_pct", "ci95_batch_means_definition",
+]
+INTERVAL_COLUMNS = ["ci95_pct", "ci95_stratified_pct", "ci95_batch_means_pct"]
+KINDS = ("task", "mode", "overall")
+
+# The released MMAML code evaluates meta-batches of 10 tasks and reports its interval over their means. kml's
+# task t has mode t mod M (kml/data/episodes.py, `evaluation_batches`), so task ids 10b .. 10b+9 hold exactly
+# the mode mix of one of those meta-batches. Not eval.meta_batch_size, which only sets how many tasks run
+# at once and must never change a result.
+MMAML_EVAL_META_BATCH = 10
+
+# Per-task accuracy is k / (ways · queries); 4 decimals of a percent keep it exact to 0.0001 points, and
+# summaries are rounded likewise only after being computed from the unrounded values.
+DECIMALS = 4
+
+# A single mode is a single stratum; the released code has no per-mode interval over batch means.
+MODE_STRATIFIED_DEFINITION = "1.96*s/sqrt(n), s the sample std of the mode's tasks (one mode is one stratum)"
+MODE_BATCH_MEANS_DEFINITION = ("empty: the released MMAML code takes this interval over whole evaluation "
+                               "meta-batches, which mix the modes, never over one mode")
+
+
+def cell_frame(config: RunConfig, task_ids: Sequence[int], modes: Sequence[str],
+               accuracies: Sequence[float]) -> pd.DataFrame:
+    """The cell CSV's rows from each task's id, mode and accuracy (a fraction), in task-id order."""
+    tasks = pd.DataFrame({"task_id": task_ids, "mode": modes,
+                          "accuracy_pct": 100 * np.asarray(accuracies, dtype=np.float64)})
+    # Task-id order, so that consecutive groups of MMAML_EVAL_META_BATCH tasks are the released code's batches.
+    tasks = tasks.sort_values("task_id", kind="stable").reset_index(drop=True)
+    label = {"setting": config.setting, "method": config.method, "shots": config.task.shots}
+    rows = [{**label, "kind": "task", "n_tasks": 1, **task} for task in tasks.to_dict("records")]
+    for mode in config.modes:
+        members = tasks[tasks["mode"] == mode]
+        if len(members):
+            rows.append({**label, "mode": mode, **_summary("mode", members)})
+    rows.append({**label, **_summary("overall", tasks)})
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    rounded = ["accuracy_pct", *INTERVAL_COLUMNS]
+    frame[rounded] = frame[rounded].astype(np.float64).round(DECIMALS)
+    return frame.astype({"task_id": "Int64"})
+
+
+def _summary(kind: str, tasks: pd.DataFrame) -> dict[str, object]:
+    """A summary row's numbers from its tasks (unrounded, in task-id order)."""
+    values, modes = tasks["accuracy_pct"].to_numpy(), tasks["mode"].to_numpy()
+    overall = kind == "overall"
+    return {
+        "kind": kind, "n_tasks": len(values), "accuracy_pct": values.mean(),
+        "ci95_pct": stats.pooled_ci95(values), "ci95_definition": stats.POOLED_DEFINITION,
+        "ci95_stratified_pct": stats.stratified_ci95(values, modes),
+        "ci95_stratified_definition": stats.STRATIFIED_DEFINITION if overall else MODE_STRATIFIED_DEFINITION,
+        "ci95_batch_means_pct": stats.batch_means_ci95(values, MMAML_EVAL_META_BATCH) if overall else np.nan,
+        "ci95_batch_means_definition": (stats.batch_means_definition(MMAML_EVAL_META_BATCH) if overall
+                                        else MODE_BATCH_MEANS_DEFINITION),
+    }
