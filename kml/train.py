@@ -274,8 +274,7 @@ class _Log:
         return [row for row in rows if int(row[0]) <= iteration]
 
     def append(self, values: dict[str, float]) -> None:
-        with open(self.path, "a") as f:
-            f.write(",".join(_format(values[column]) for column in self.columns) + "\n")
+        checkpoint.append_text(self.path, ",".join(_format(values[column]) for column in self.columns) + "\n")
 
 
 def _format(value: float) -> str:
@@ -354,9 +353,7 @@ def _publish(config: RunConfig, out: Path, method: MetaLearner) -> None:
     folder = out / "checkpoints"
     for iteration in config.train.extra_checkpoints:
         source = folder / f"iter{iteration:06d}.pt"
-        with open(source, "rb") as original:
-            checkpoint.atomic_write(out / "snapshots" / source.name,
-                                    lambda copy: shutil.copyfileobj(original, copy))
+        checkpoint.atomic_write(out / "snapshots" / source.name, source.read_bytes())
     checkpoint.save({"config": config.to_dict(), "state_dict": method.state_dict(),
                      "iteration": config.train.iterations}, out / "model.pt")
     # With model.pt a rerun returns at once, so the resume state is dead weight (68 runs in the paper preset).

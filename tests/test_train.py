@@ -165,20 +165,6 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
     assert [int(row["iteration"]) for row in _log(tmp_path)] == [2, 4, 6, 8, 10, 12]
 
 
-def test_an_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path):
-    target = tmp_path / "model.pt"
-    checkpoint.atomic_write_text(target, "old")
-
-    def half_then_fail(f):
-        f.write(b"half")
-        raise OSError("disk full")
-
-    with pytest.raises(OSError, match="disk full"):
-        checkpoint.atomic_write(target, half_then_fail)
-    assert target.read_text() == "old"
-    assert [path.name for path in tmp_path.iterdir()] == ["model.pt"]
-
-
 def test_extra_checkpoints_beyond_the_run_are_refused(tmp_path, files):
     config = small_run_config(files, "protonet", train={"iterations": 10, "extra_checkpoints": [5, 20]})
     with pytest.raises(TrainingError, match=r"train\.extra_checkpoints: \[20\] lie outside 1\.\.10"):
