@@ -8,6 +8,7 @@ Checkpoints hold only tensors and plain Python values, so they load with `torch.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import pickle
@@ -70,6 +71,26 @@ def _write_all(descriptor: int, data: bytes | memoryview) -> None:
     remaining = memoryview(data)
     while remaining:
         remaining = remaining[os.write(descriptor, remaining):]
+
+
+def atomic_link(source: Path, path: Path) -> None:
+    """Make `path` a hard link to `source` (no second copy on disk), replacing any file there atomically; a
+    copy where the file system has no hard links."""
+    tmp = _temporary(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError as error:
+        if error.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        atomic_write(path, source.read_bytes())
+        return
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _sync_directory(path.parent)
 
 
 def _temporary(path: Path) -> Path:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
-from kml import MODES, KmlError
+from kml import MODES, Interrupted, KmlError
 
 DATASETS = MODES
 
@@ -49,7 +50,7 @@ def _train(args: argparse.Namespace) -> None:
     from kml.config import load_run_config
     from kml.train import train
 
-    train(load_run_config(args.config), out=args.out)
+    train(load_run_config(args.config), out=args.out, on_config_change=args.on_config_change)
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -132,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("train", help="meta-train one method; resumes from its last checkpoint")
     p.add_argument("--config", type=Path, required=True, help="run configuration YAML")
     p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, log, final model")
+    p.add_argument("--on-config-change", choices=("refuse", "set-aside"), default="refuse",
+                   help="if the run folder holds a run of another training configuration: refuse (the default) "
+                        "or set it aside, kept in a set-aside-* folder within it, and train afresh")
     p.set_defaults(handler=_train)
 
     p = commands.add_parser("evaluate", help="meta-test trained models on the setting's fixed task set")
@@ -186,9 +190,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
+    except Interrupted as stop:
+        print(f"kml {args.command}: {stop}", file=sys.stderr)
+        return stop.exit_status
     except (KmlError, FileNotFoundError) as error:
         print(f"kml {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C where a command saves nothing (kml train saves a checkpoint itself)
+        print(f"kml {args.command}: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
     return 0
 
 

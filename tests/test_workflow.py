@@ -217,11 +217,16 @@ def test_smoke_failed_training_leaves_nothing_trusted_and_resumes(smoke, tmp_pat
     process = subprocess.Popen([sys.executable, "-m", "snakemake", *args], cwd=smoke, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     try:
+        # The finished 6-iteration run is set aside first (its final checkpoint is kept), then training starts.
         checkpoints = smoke / run / "checkpoints"
+
+        def started() -> bool:
+            return any((smoke / run).glob("set-aside-*/checkpoints")) and any(checkpoints.glob("iter*.pt"))
+
         deadline = time.monotonic() + 300
-        while not any(checkpoints.glob("iter*.pt")) and process.poll() is None and time.monotonic() < deadline:
+        while not started() and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert any(checkpoints.glob("iter*.pt")), "the training never wrote its first checkpoint"
+        assert started(), "the training never wrote its first checkpoint"
         # kill `kml train` itself, as an out-of-memory kill would: Snakemake sees its job fail
         trainers = [pid for pid in descendants(process.pid) if "kml train" in command_line(pid)]
         assert trainers
@@ -237,6 +242,7 @@ def test_smoke_failed_training_leaves_nothing_trusted_and_resumes(smoke, tmp_pat
     assert counts == {"train": 1}
     snakemake(smoke, f"{run}/model.pt", "--cores", "1", *SMOKE, str(overlay))
     log = (smoke / "logs" / "train" / "single" / "protonet" / "cub" / "1shot.log").read_text()
+    assert f"resuming {run} from iteration" in log, log[-2000:]
     resumed_at = re.search(r"\|\s*(\d+)/400 \[", log)
     assert resumed_at and int(resumed_at.group(1)) >= PRESET["train"]["checkpoint_every"], log[-2000:]
     assert (smoke / run / "model.pt").exists()
