@@ -1,7 +1,9 @@
 """The Snakemake workflow: dry runs of the paper, one cell, schema errors, lint, and the smoke preset end to end.
 
 Every test runs Snakemake in a fresh copy of the workflow (Snakefile, config, rules, presets, profiles, envs
-and the kml package that workflow/rules/common.smk imports), so results in the checkout never interfere.
+and the kml package that workflow/rules/common.smk imports), so results in the checkout never interfere, and
+in a virtual environment with only kml's declared dependencies, so the README's commands are tested as a
+user who followed its install command would run them.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from declared import declared_only_venv
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_FILES = ("Snakefile", "config.yaml", "workflow", "presets", "profiles", "envs", "kml", "pyproject.toml")
@@ -45,8 +48,11 @@ def copy_workflow(destination: Path) -> Path:
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, capture_output=True, check=False,
-                            text=True)
+    """Snakemake, and the `kml` of its jobs, with only kml's declared dependencies, as after the README's
+    `pip install -e .` (tests/declared.py)."""
+    python, env = declared_only_venv(workdir / ".venv-declared")
+    result = subprocess.run([python, "-m", "snakemake", *args], cwd=workdir, capture_output=True, check=False,
+                            text=True, env=env)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({result.returncode}):\n"
                              f"{result.stdout[-4000:]}\n{result.stderr[-8000:]}")
