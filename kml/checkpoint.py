@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from kml import KmlError
-from kml.diskspace import no_space_as_error
+from kml.diskspace import write_errors_explained
 
 TEMPORARY_MARK = ".tmp-"
 
@@ -35,7 +35,7 @@ def atomic_write(path: str | Path, data: bytes | memoryview) -> None:
     """Write `data` to a temporary file, fsync it and rename it to `path`; a full disk raises NoSpaceError."""
     path = Path(path)
     tmp = _temporary(path)
-    with no_space_as_error(path, len(data)):
+    with write_errors_explained(path, len(data)):
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -59,7 +59,7 @@ def append_text(path: str | Path, text: str) -> None:
     """Append `text` to `path` (not atomic: a kill may tear it, so readers must skip a torn last line); a full
     disk raises NoSpaceError."""
     data = text.encode()
-    with no_space_as_error(path, len(data)):
+    with write_errors_explained(path, len(data)):
         descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             _write_all(descriptor, data)
@@ -121,6 +121,9 @@ def load(path: str | Path) -> dict[str, Any]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about foreign pickles before refusing them
             return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as error:  # a folder, no permission, an I/O error
+        raise CheckpointError(f"{path}: cannot be read ({error.strerror}); give the path of a file written by "
+                              "`kml train` that you may read") from None
     # A corrupt or foreign file makes torch raise EOFError, KeyError, RuntimeError, UnpicklingError, ...
     except Exception as error:  # noqa: BLE001
         raise CheckpointError(f"{path}: {_not_loadable(path, error)}") from None

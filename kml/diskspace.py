@@ -1,4 +1,4 @@
-"""A full disk as one clear error: the file being written, the space it needs and the space left."""
+"""A write that fails as one clear error: for a full disk, the file, the space it needs and the space left."""
 
 from __future__ import annotations
 
@@ -14,19 +14,27 @@ from kml import KmlError
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
-class NoSpaceError(KmlError, OSError):
+class WriteError(KmlError, OSError):
+    """A file cannot be written (no permission, a missing folder, an I/O error, ...)."""
+
+
+class NoSpaceError(WriteError):
     """A file cannot be written: its file system (or the quota on it) is full."""
 
 
 @contextmanager
-def no_space_as_error(path: str | Path, needed: int) -> Iterator[None]:
-    """Turn a full disk while writing `path` (`needed` bytes in all) into NoSpaceError."""
+def write_errors_explained(path: str | Path, needed: int) -> Iterator[None]:
+    """Turn an OSError while writing `path` (`needed` bytes in all) into NoSpaceError for a full disk and
+    WriteError otherwise, each one line naming the file."""
     try:
         yield
+    except WriteError:
+        raise
     except OSError as error:
         if error.errno in _NO_SPACE:
             raise no_space(path, needed) from None
-        raise
+        raise WriteError(f"{path}: cannot write it ({error.strerror or error}); check that its folder may be "
+                         "written to, then rerun the same command") from None
 
 
 def no_space(path: str | Path, needed: int) -> NoSpaceError:

@@ -42,6 +42,7 @@ from tqdm import tqdm
 from kml import Interrupted, KmlError, checkpoint
 from kml.config import OptimConfig, RunConfig
 from kml.data.episodes import ROTATED_MODES, MultimodalSampler, SplitImages, load_splits, prefetch
+from kml.diskspace import write_errors_explained
 from kml.locks import exclusive_lock
 from kml.methods.base import MetaLearner
 from kml.methods.registry import build_method
@@ -52,7 +53,6 @@ NOT_TRAINING = ("setting", "eval", "transference")
 NOT_TRAINING_TRAIN_KEYS = ("device",)
 # What to do with a run folder whose resume state or model was made with another training configuration.
 REFUSE, SET_ASIDE = "refuse", "set-aside"
-ON_CONFIG_CHANGE = (REFUSE, SET_ASIDE)
 # What a run writes in its folder, all of it moved together when a run is set aside.
 RUN_FILES = ("config.yaml", "log.csv", "checkpoints", "snapshots", "model.pt")
 LOCK_FILE = "train.lock"
@@ -76,12 +76,13 @@ def train(config: RunConfig, out: str | Path, on_config_change: str = REFUSE) ->
     within `out`, kept, and start afresh).
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with write_errors_explained(out, 0):
+        out.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(out / LOCK_FILE, busy=partial(_refuse_second_writer, out)):
         final = out / "model.pt"
         if final.exists():
             model = checkpoint.load(final)
-            if _set_aside_if_changed(config, model["config"], final, out, on_config_change):
+            if _same_run(config, model["config"], final, out, on_config_change):
                 _report(f"{out} is already complete (model.pt, iteration {model['iteration']}); nothing to do")
                 return final
         _check_schedule(config)
@@ -199,8 +200,7 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _set_aside_if_changed(config: RunConfig, recorded: dict[str, Any], path: Path, out: Path,
-                          on_config_change: str) -> bool:
+def _same_run(config: RunConfig, recorded: dict[str, Any], path: Path, out: Path, on_config_change: str) -> bool:
     """True if `path` (in run folder `out`) was made with `config`'s training configuration. If not, refuse
     to continue or reuse it, or with SET_ASIDE move the run aside and return False."""
     now, then = _flatten(_training_view(config.to_dict())), _flatten(_training_view(recorded))
@@ -301,7 +301,7 @@ def _newest_state(config: RunConfig, out: Path, on_config_change: str) -> dict[s
         return None
     newest = found[max(found)]
     state = checkpoint.load(newest)
-    return state if _set_aside_if_changed(config, state["config"], newest, out, on_config_change) else None
+    return state if _same_run(config, state["config"], newest, out, on_config_change) else None
 
 
 def _save_checkpoint(config: RunConfig, out: Path, method: MetaLearner, optimizers: Optimizers,
@@ -428,7 +428,7 @@ def _run(config: RunConfig, out: Path, sampler: MultimodalSampler, method: MetaL
     on_gpu = device.type == "cuda"
     batches = prefetch(map(sampler.meta_batch, iterations), pin_memory=on_gpu)
     try:
-        with _StopSignals().installed() as stop, closing(batches):
+        with bar, _StopSignals().installed() as stop, closing(batches):
             for iteration, host_batch in zip(bar, batches, strict=True):
                 set_learning_rates(optimizers, config.optim, iteration)
                 batch = host_batch.to(device, non_blocking=on_gpu)
@@ -464,7 +464,6 @@ def _run(config: RunConfig, out: Path, sampler: MultimodalSampler, method: MetaL
         raise Interrupted(f"stopped at once by a second {_signal_name(stopped.number)}, without saving the "
                           f"current iteration; rerun the same command to resume from {resume}",
                           stopped.number) from None
-    bar.close()
 
 
 def _publish(config: RunConfig, out: Path, method: MetaLearner) -> None:

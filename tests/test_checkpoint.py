@@ -53,6 +53,11 @@ def test_an_unloadable_file_is_one_line_saying_what_it_is(tmp_path, kind):
     assert str(error.value) == f"{path}: {what}"
 
 
+def test_a_folder_given_as_a_model_is_one_line(tmp_path):
+    with pytest.raises(CheckpointError, match=f"^{tmp_path}: cannot be read \\(Is a directory\\); give the path"):
+        checkpoint.load(tmp_path)
+
+
 def test_kml_evaluate_of_a_broken_model_prints_one_line(tmp_path, synthetic_files, capsys):  # noqa: F811
     config = small_run_config(synthetic_files(("fc100",), 16), "protonet")
     capsys.readouterr()  # the file's preparation, if this test made it

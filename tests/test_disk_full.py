@@ -1,5 +1,5 @@
 """A full disk: `kml prepare` and `kml train` end with one error naming the file and the space it needs, and
-leave no temporary file.
+leave no temporary file (and any other failed write ends in one line too).
 
 Two ways to fill a disk. `disk_full_after` makes every write into a folder fail with ENOSPC once a number of
 bytes has been written there, injected at `os.write`, through which kml writes its files (atomic files, log
@@ -22,7 +22,7 @@ from synthetic import one_thread, small_run_config, synthetic_files  # noqa: F40
 
 from kml import checkpoint, diskspace
 from kml.cli import main
-from kml.diskspace import NoSpaceError
+from kml.diskspace import NoSpaceError, WriteError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -76,6 +76,13 @@ def test_writes_onto_a_full_disk_raise_one_clear_error_and_leave_the_old_file_an
     assert sorted(path.name for path in tmp_path.iterdir()) == ["log.csv", "model.pt"]
     with pytest.raises(NoSpaceError, match=_no_space(log, "7 bytes")):
         checkpoint.append_text(log, "10,0.5\n")
+
+
+def test_a_write_that_fails_otherwise_is_one_clear_error_too(tmp_path):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    with pytest.raises(WriteError, match=re.escape(f"{not_a_folder / 'model.pt'}: cannot write it (")):
+        checkpoint.atomic_write_text(not_a_folder / "model.pt", "weights")
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ import numpy as np
 
 import kml
 from kml import KmlError
-from kml.diskspace import no_space_as_error, require_free_space
+from kml.diskspace import require_free_space, write_errors_explained
 
 SPLITS = ("train", "val", "test")
 _STRING = h5py.string_dtype(encoding="utf-8")
@@ -108,9 +108,9 @@ def write_dataset(path: str | Path, splits: Mapping[str, Split], *, dataset: str
              "sources": json.dumps(sources, sort_keys=True), "kml_version": kml.__version__}
     needed = stored_size(splits.values())
     require_free_space(path, needed)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with no_space_as_error(path, needed):
+    with write_errors_explained(path, needed):
+        path.parent.mkdir(parents=True, exist_ok=True)
         try:
             with open(tmp, "w+b", buffering=0) as raw:
                 target = _DiscardAfterError(raw)
