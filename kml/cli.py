@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
-from kml import MODES, KmlError
+from kml import MODES, Interrupted, KmlError, __version__
 
 DATASETS = MODES
+DESCRIPTION = """\
+Reproduce "Revisit Multimodal Meta-Learning through the Lens of Multi-Task
+Learning" (Kernel Modulation, NeurIPS 2021): fetch and prepare the five datasets,
+meta-train and evaluate the eight methods, analyse transference, and write the
+paper's tables and figures beside the paper's numbers.
+
+Snakemake runs it all (`snakemake --cores 8`; see README.md). Every step also
+runs by hand, in this order: download, prepare, train, evaluate, transference,
+report. `kml COMMAND --help` describes each.
+"""
 
 
 def _download(args: argparse.Namespace) -> None:
@@ -28,9 +39,13 @@ def _prepare(args: argparse.Namespace) -> None:
 
 
 def _synth(args: argparse.Namespace) -> None:
-    from kml.data.synth import make_synthetic
+    from kml.data.synth import CHECKSUMS_FILE, make_synthetic
+    from kml.diskspace import format_bytes
 
-    make_synthetic(args.dataset, out=args.out, seed=args.seed)
+    for path in make_synthetic(args.dataset, out=args.out, seed=args.seed):
+        print(f"wrote {path} ({format_bytes(path.stat().st_size)})")
+    print(f"wrote their sha256 to {args.out / CHECKSUMS_FILE}; fetch them with `kml download {args.dataset} "
+          f"--mirror {args.out} --checksums {args.out / CHECKSUMS_FILE}`")
 
 
 def _inspect(args: argparse.Namespace) -> None:
@@ -49,7 +64,7 @@ def _train(args: argparse.Namespace) -> None:
     from kml.config import load_run_config
     from kml.train import train
 
-    train(load_run_config(args.config), out=args.out)
+    train(load_run_config(args.config), out=args.out, on_config_change=args.on_config_change)
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -92,11 +107,13 @@ def _bench(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kml", description=__doc__)
+    parser = argparse.ArgumentParser(prog="kml", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"kml {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = commands.add_parser("download", help="fetch a dataset's official archives, verified by checksum")
-    p.add_argument("dataset", choices=DATASETS)
+    p.add_argument("dataset", choices=DATASETS, help="which dataset")
     p.add_argument("--root", type=Path, default=Path("data/raw"), help="raw archive folder (default: data/raw)")
     p.add_argument("--mirror", help="base URL or local directory (file://...) that replaces the origin")
     p.add_argument("--checksums", type=Path,
@@ -107,12 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_download)
 
     p = commands.add_parser("prepare", help="turn raw archives into one HDF5 file per dataset and image size")
-    p.add_argument("dataset", choices=DATASETS)
+    p.add_argument("dataset", choices=DATASETS, help="which dataset")
     p.add_argument("--raw", type=Path, default=Path("data/raw"), help="raw archive folder (default: data/raw)")
     p.add_argument("--out", type=Path, required=True, help="output HDF5 file, e.g. data/processed/fc100-84.h5")
-    p.add_argument("--image-size", type=int, default=84)
+    p.add_argument("--image-size", type=int, default=84,
+                   help="side of the square RGB images in pixels (default: 84, the paper's)")
     p.add_argument("--fc100-negative", action="store_true",
-                   help="reproduce the released code's colour-negative FC100 images (REFERENCE 7.1)")
+                   help="reproduce the colour-negative FC100 images the released code trained on")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
     p.add_argument("--omniglot-train-classes", type=int, default=None,
                    help="Omniglot characters in meta-train, the rest meta-test (default: 1100, as MMAML; "
@@ -120,24 +138,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_prepare)
 
     p = commands.add_parser("synth", help="write small synthetic archives in a dataset's official format")
-    p.add_argument("dataset", choices=DATASETS)
+    p.add_argument("dataset", choices=DATASETS, help="which dataset's format")
     p.add_argument("--out", type=Path, required=True, help="folder for the archives (a file:// mirror)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="the archives are a pure function of it, byte for byte (default: 0)")
     p.set_defaults(handler=_synth)
 
-    p = commands.add_parser("inspect", help="print the splits, sizes and sources of a prepared HDF5 file")
-    p.add_argument("file", type=Path)
+    p = commands.add_parser("inspect", help="print the splits, sizes and sources of a prepared HDF5 file, "
+                                            "after checking it against the schema")
+    p.add_argument("file", type=Path, help="a file written by `kml prepare`")
     p.set_defaults(handler=_inspect)
 
     p = commands.add_parser("info", help="print every method's parameter counts by part")
-    p.add_argument("--channels", type=int, nargs="+", default=[32, 64, 128, 256])
-    p.add_argument("--image-size", type=int, default=84)
-    p.add_argument("--ways", type=int, default=5)
+    p.add_argument("--channels", type=int, nargs="+", default=[32, 64, 128, 256],
+                   help="output channels of the four convolution layers (default: 32 64 128 256, the paper's)")
+    p.add_argument("--image-size", type=int, default=84, help="image side in pixels (default: 84)")
+    p.add_argument("--ways", type=int, default=5, help="classes per task, the classifier's outputs (default: 5)")
     p.set_defaults(handler=_info)
 
     p = commands.add_parser("train", help="meta-train one method; resumes from its last checkpoint")
     p.add_argument("--config", type=Path, required=True, help="run configuration YAML")
     p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, log, final model")
+    p.add_argument("--on-config-change", choices=("refuse", "set-aside"), default="refuse",
+                   help="if the run folder holds a run of another training configuration: refuse (the default) "
+                        "or set it aside, kept in a set-aside-* folder within it, and train afresh")
     p.set_defaults(handler=_train)
 
     p = commands.add_parser("evaluate", help="meta-test trained models on the setting's fixed task set")
@@ -196,9 +220,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
+    except Interrupted as stop:
+        print(f"kml {args.command}: {stop}", file=sys.stderr)
+        return stop.exit_status
     except (KmlError, FileNotFoundError) as error:
         print(f"kml {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C where a command saves nothing (kml train saves a checkpoint itself)
+        print(f"kml {args.command}: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
     return 0
 
 

@@ -9,7 +9,11 @@ updates (the released code's `_N.pt` is written before update N, so it holds N-1
 A checkpoint holds the model, both optimizers, every RNG state, the log window and the elapsed time, so a
 run killed at any moment and started again with the same command continues from its newest checkpoint and,
 on the CPU, ends with bitwise the same weights as an uninterrupted run. The learning rates are a function of
-the iteration alone, so there is no scheduler state to keep.
+the iteration alone, so there is no scheduler state to keep. SIGINT (Ctrl-C) or SIGTERM (Slurm's warning
+before a kill) ends the current iteration, saves a checkpoint of it and exits; a second signal stops at once.
+The checkpoint of the last iteration is kept after the end, so a run whose model.pt is deleted (Snakemake
+deletes the outputs of a job it lost track of) publishes it again without training. One process at a time
+holds a run folder (the lock file train.lock).
 
 Folder layout: see docs/ARCHITECTURE.md, "Run folders".
 """
@@ -20,10 +24,14 @@ import csv
 import math
 import re
 import resource
-import shutil
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +39,11 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from kml import KmlError, checkpoint
+from kml import Interrupted, KmlError, checkpoint
 from kml.config import OptimConfig, RunConfig
 from kml.data.episodes import ROTATED_MODES, MultimodalSampler, SplitImages, load_splits, prefetch
+from kml.diskspace import write_errors_explained
+from kml.locks import exclusive_lock
 from kml.methods.base import MetaLearner
 from kml.methods.registry import build_method
 
@@ -41,6 +51,12 @@ CHECKPOINT_NAME = re.compile(r"iter(\d{6,})\.pt")
 # Config sections that do not change what training computes: a resume may differ in them.
 NOT_TRAINING = ("setting", "eval", "transference")
 NOT_TRAINING_TRAIN_KEYS = ("device",)
+# What to do with a run folder whose resume state or model was made with another training configuration.
+REFUSE, SET_ASIDE = "refuse", "set-aside"
+# What a run writes in its folder, all of it moved together when a run is set aside.
+RUN_FILES = ("config.yaml", "log.csv", "checkpoints", "snapshots", "model.pt")
+LOCK_FILE = "train.lock"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 Optimizers = dict[str, torch.optim.Adam]  # "base" and, for modulated methods, "modulation"
 # Progress-bar refresh when stderr is a file (a Snakemake log) rather than a terminal: a line every 30 s
@@ -52,23 +68,42 @@ class TrainingError(KmlError, RuntimeError):
     """Training cannot start or continue; the message says why and what to do."""
 
 
-def train(config: RunConfig, out: str | Path) -> Path:
-    """Train `config` in run folder `out` (resuming from its newest checkpoint) and return out/model.pt."""
+def train(config: RunConfig, out: str | Path, on_config_change: str = REFUSE) -> Path:
+    """Train `config` in run folder `out` (resuming from its newest checkpoint) and return out/model.pt.
+
+    on_config_change: what to do if the folder's resume state or model was made with another training
+    configuration: REFUSE (raise, saying how to go on) or SET_ASIDE (move that run into a set-aside-* folder
+    within `out`, kept, and start afresh).
+    """
     out = Path(out)
-    final = out / "model.pt"
-    if final.exists():
-        _require_same_run(config, checkpoint.load(final)["config"], final, out)
+    with write_errors_explained(out, 0):
+        out.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(out / LOCK_FILE, busy=partial(_refuse_second_writer, out)):
+        final = out / "model.pt"
+        if final.exists():
+            model = checkpoint.load(final)
+            if _same_run(config, model["config"], final, out, on_config_change):
+                _report(f"{out} is already complete (model.pt, iteration {model['iteration']}); nothing to do")
+                return final
+        _check_schedule(config)
+        device = resolve_device(config.train.device)
+        method = build_method(config).to(device)
+        optimizers = build_optimizers(method, config.optim)
+        progress = _start(config, out, method, optimizers, on_config_change)
+        sampler = training_sampler(config)
+        log = _Log(out / "log.csv", config.modes, progress.iteration)
+        _run(config, out, sampler, method, optimizers, progress, log, device)
+        _publish(config, out, method)
         return final
-    _check_schedule(config)
-    device = resolve_device(config.train.device)
-    method = build_method(config).to(device)
-    optimizers = build_optimizers(method, config.optim)
-    progress = _start(config, out, method, optimizers)
-    sampler = training_sampler(config)
-    log = _Log(out / "log.csv", config.modes, progress.iteration)
-    _run(config, out, sampler, method, optimizers, progress, log, device)
-    _publish(config, out, method)
-    return final
+
+
+def _refuse_second_writer(out: Path, holder: str) -> None:
+    raise TrainingError(f"{out} is in use by another `kml train` ({holder}); wait for it to end, or stop it "
+                        "(SIGTERM or Ctrl-C saves a checkpoint), then rerun")
+
+
+def _report(message: str) -> None:
+    print(f"kml train: {message}", file=sys.stderr)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -165,14 +200,37 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _require_same_run(config: RunConfig, recorded: dict[str, Any], path: Path, out: Path) -> None:
-    """Refuse to continue (or reuse) a run made under a different training configuration."""
+def _same_run(config: RunConfig, recorded: dict[str, Any], path: Path, out: Path, on_config_change: str) -> bool:
+    """True if `path` (in run folder `out`) was made with `config`'s training configuration. If not, refuse
+    to continue or reuse it, or with SET_ASIDE move the run aside and return False."""
     now, then = _flatten(_training_view(config.to_dict())), _flatten(_training_view(recorded))
-    changed = [f"{key}: {then.get(key)!r} there, {now.get(key)!r} now"
-               for key in sorted(now.keys() | then.keys()) if now.get(key) != then.get(key)]
-    if changed:
-        raise TrainingError(f"{path} was made with a different configuration ({'; '.join(changed)}); "
-                            f"use a new --out folder, or delete {out} to start this configuration afresh")
+    changed = "; ".join(f"{key}: {then.get(key)!r} there, {now.get(key)!r} now"
+                        for key in sorted(now.keys() | then.keys()) if now.get(key) != then.get(key))
+    if not changed:
+        return True
+    if on_config_change != SET_ASIDE:
+        raise TrainingError(f"{path} was made with a different configuration ({changed}); rerun with "
+                            f"--on-config-change {SET_ASIDE} to keep that run aside and start afresh, use a "
+                            f"new --out folder, or delete {out}")
+    aside = _new_folder(out, f"set-aside-{time.strftime('%Y%m%d-%H%M%S')}")
+    for name in RUN_FILES:
+        if (out / name).exists():
+            (out / name).rename(aside / name)
+    _report(f"{path} was made with a different configuration ({changed}); that run is set aside, kept, in "
+            f"{aside}, and training starts afresh")
+    return False
+
+
+def _new_folder(parent: Path, name: str) -> Path:
+    """parent/name, or parent/name-2, -3, ... if taken: created, empty."""
+    folder, number = parent / name, 1
+    while True:
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            number += 1
+            folder = parent / f"{name}-{number}"
 
 
 @dataclass
@@ -213,32 +271,44 @@ def _checkpoints(folder: Path) -> dict[int, Path]:
     return found
 
 
-def _start(config: RunConfig, out: Path, method: MetaLearner, optimizers: Optimizers) -> _Progress:
+def _start(config: RunConfig, out: Path, method: MetaLearner, optimizers: Optimizers,
+           on_config_change: str) -> _Progress:
     """Load the newest checkpoint into `method` and `optimizers`, or seed a fresh run; record the config."""
     folder = out / "checkpoints"
-    folder.mkdir(parents=True, exist_ok=True)
     checkpoint.remove_temporaries(out)
-    found = _checkpoints(folder)
-    if not found:
+    state = _newest_state(config, out, on_config_change)
+    if state is None:
         torch.manual_seed(config.train.seed)
         progress = _Progress()
     else:
-        newest = found[max(found)]
-        state = checkpoint.load(newest)
-        _require_same_run(config, state["config"], newest, out)
         method.load_state_dict(state["model"])
         for name, optimizer in optimizers.items():
             optimizer.load_state_dict(state["optimizers"][name])
         checkpoint.set_rng_state(state["rng"])
         progress = _Progress(**state["progress"])
+        ended = progress.iteration == config.train.iterations
+        _report(f"resuming {out} from iteration {progress.iteration}"
+                + ("; training had ended: its model.pt is published again" if ended else ""))
+    folder.mkdir(parents=True, exist_ok=True)
     checkpoint.atomic_write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     return progress
 
 
+def _newest_state(config: RunConfig, out: Path, on_config_change: str) -> dict[str, Any] | None:
+    """The newest checkpoint's state, or None if there is none (or it was set aside)."""
+    found = _checkpoints(out / "checkpoints")
+    if not found:
+        return None
+    newest = found[max(found)]
+    state = checkpoint.load(newest)
+    return state if _same_run(config, state["config"], newest, out, on_config_change) else None
+
+
 def _save_checkpoint(config: RunConfig, out: Path, method: MetaLearner, optimizers: Optimizers,
-                     progress: _Progress) -> None:
-    """Write checkpoints/iter{N}.pt, then delete older ones except the extra checkpoints."""
+                     progress: _Progress) -> Path:
+    """Write checkpoints/iter{N}.pt and return it, then delete older ones except the extra checkpoints."""
     folder = out / "checkpoints"
+    path = folder / f"iter{progress.iteration:06d}.pt"
     checkpoint.save({
         "config": config.to_dict(),
         "iteration": progress.iteration,
@@ -246,11 +316,12 @@ def _save_checkpoint(config: RunConfig, out: Path, method: MetaLearner, optimize
         "optimizers": {name: optimizer.state_dict() for name, optimizer in optimizers.items()},
         "rng": checkpoint.rng_state(),
         "progress": asdict(progress),
-    }, folder / f"iter{progress.iteration:06d}.pt")
+    }, path)
     keep = set(config.train.extra_checkpoints) | {progress.iteration}
-    for iteration, path in _checkpoints(folder).items():
+    for iteration, older in _checkpoints(folder).items():
         if iteration not in keep:
-            path.unlink()
+            older.unlink()
+    return path
 
 
 class _Log:
@@ -274,8 +345,7 @@ class _Log:
         return [row for row in rows if int(row[0]) <= iteration]
 
     def append(self, values: dict[str, float]) -> None:
-        with open(self.path, "a") as f:
-            f.write(",".join(_format(values[column]) for column in self.columns) + "\n")
+        checkpoint.append_text(self.path, ",".join(_format(values[column]) for column in self.columns) + "\n")
 
 
 def _format(value: float) -> str:
@@ -307,13 +377,49 @@ def _diverged(iteration: int, what: str, out: Path) -> TrainingError:
     found = _checkpoints(out / "checkpoints")
     kept = f"{found[max(found)]} is the last good state" if found else "no checkpoint had been written yet"
     return TrainingError(f"iteration {iteration}: {what}; training stopped and {kept}. Lower optim.lr or "
-                         "optim.modulation_lr and train in a new --out folder")
+                         "optim.modulation_lr and train afresh: the workflow sets this run aside by itself; "
+                         f"by hand add --on-config-change {SET_ASIDE}, or use a new --out folder")
+
+
+class _StopSignals:
+    """SIGINT and SIGTERM while training: the first asks to stop after the current iteration (`received`),
+    a second stops at once (_StoppedAtOnce, raised wherever the main thread is)."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+
+    def _handle(self, number: int, frame: object) -> None:
+        if self.received is not None:
+            raise _StoppedAtOnce(number)
+        self.received = number
+
+    @contextmanager
+    def installed(self) -> Iterator[_StopSignals]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self  # only the main thread may handle signals: a caller's thread keeps their defaults
+            return
+        previous = {number: signal.signal(number, self._handle) for number in STOP_SIGNALS}
+        try:
+            yield self
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+
+class _StoppedAtOnce(Exception):
+    def __init__(self, number: int):
+        super().__init__(number)
+        self.number = number
+
+
+def _signal_name(number: int) -> str:
+    return signal.Signals(number).name
 
 
 def _run(config: RunConfig, out: Path, sampler: MultimodalSampler, method: MetaLearner,
          optimizers: Optimizers, progress: _Progress, log: _Log, device: torch.device) -> None:
     schedule = config.train
-    extra = set(schedule.extra_checkpoints)
+    checkpointed = set(schedule.extra_checkpoints) | {schedule.iterations}  # the last: kept after the end
     method.train()
     started, seconds_before = time.perf_counter(), progress.seconds
     iterations = range(progress.iteration + 1, schedule.iterations + 1)
@@ -321,43 +427,54 @@ def _run(config: RunConfig, out: Path, sampler: MultimodalSampler, method: MetaL
                        desc=f"train {config.method}")
     on_gpu = device.type == "cuda"
     batches = prefetch(map(sampler.meta_batch, iterations), pin_memory=on_gpu)
-    for iteration, host_batch in zip(bar, batches, strict=True):
-        set_learning_rates(optimizers, config.optim, iteration)
-        batch = host_batch.to(device, non_blocking=on_gpu)
-        result = method(batch)
-        loss = result.loss.item()
-        if not math.isfinite(loss):
-            raise _diverged(iteration, f"the loss is {loss}", out)
-        for optimizer in optimizers.values():
-            optimizer.zero_grad(set_to_none=True)
-        result.loss.backward()
-        if not _gradients_finite(optimizers):
-            raise _diverged(iteration, "a gradient is not finite", out)
-        for optimizer in optimizers.values():
-            optimizer.step()
+    try:
+        with bar, _StopSignals().installed() as stop, closing(batches):
+            for iteration, host_batch in zip(bar, batches, strict=True):
+                set_learning_rates(optimizers, config.optim, iteration)
+                batch = host_batch.to(device, non_blocking=on_gpu)
+                result = method(batch)
+                loss = result.loss.item()
+                if not math.isfinite(loss):
+                    raise _diverged(iteration, f"the loss is {loss}", out)
+                for optimizer in optimizers.values():
+                    optimizer.zero_grad(set_to_none=True)
+                result.loss.backward()
+                if not _gradients_finite(optimizers):
+                    raise _diverged(iteration, "a gradient is not finite", out)
+                for optimizer in optimizers.values():
+                    optimizer.step()
 
-        progress.iteration = iteration
-        progress.seconds = seconds_before + time.perf_counter() - started
-        progress.add(loss, batch.modes, result.task_accuracies.tolist())
-        row = progress.window_row(config.modes)
-        bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.3f}", refresh=False)
-        if iteration % schedule.log_every == 0:
-            log.append({**row, "seconds": progress.seconds, "peak_memory_mb": peak_memory_mb(device)})
-            progress = _Progress(progress.iteration, progress.seconds)  # a fresh window
-        if iteration % schedule.checkpoint_every == 0 or iteration in extra:
-            _save_checkpoint(config, out, method, optimizers, progress)
-    bar.close()
+                progress.iteration = iteration
+                progress.seconds = seconds_before + time.perf_counter() - started
+                progress.add(loss, batch.modes, result.task_accuracies.tolist())
+                row = progress.window_row(config.modes)
+                bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.3f}", refresh=False)
+                if iteration % schedule.log_every == 0:
+                    log.append({**row, "seconds": progress.seconds, "peak_memory_mb": peak_memory_mb(device)})
+                    progress = _Progress(progress.iteration, progress.seconds)  # a fresh window
+                stopping = stop.received  # read once: a later signal waits for the next iteration
+                if iteration % schedule.checkpoint_every == 0 or iteration in checkpointed or stopping:
+                    path = _save_checkpoint(config, out, method, optimizers, progress)
+                if stopping:
+                    raise Interrupted(f"interrupted by {_signal_name(stopping)} at iteration {iteration}; "
+                                      f"checkpoint saved ({path}); rerun the same command to resume", stopping)
+    except _StoppedAtOnce as stopped:
+        found = _checkpoints(out / "checkpoints")
+        resume = f"iteration {max(found)}" if found else "the start"
+        raise Interrupted(f"stopped at once by a second {_signal_name(stopped.number)}, without saving the "
+                          f"current iteration; rerun the same command to resume from {resume}",
+                          stopped.number) from None
 
 
 def _publish(config: RunConfig, out: Path, method: MetaLearner) -> None:
-    """Copy the extra checkpoints to snapshots/, write model.pt last, then drop the resume state."""
+    """Publish the extra checkpoints as snapshots/, then model.pt, last.
+
+    The snapshots are hard links to the checkpoints, which stay with that of the last iteration (at most
+    14 MB: weights and two Adam moments of 1.1 M parameters), so a rerun after model.pt or a snapshot is deleted publishes them again without training.
+    """
     folder = out / "checkpoints"
     for iteration in config.train.extra_checkpoints:
-        source = folder / f"iter{iteration:06d}.pt"
-        with open(source, "rb") as original:
-            checkpoint.atomic_write(out / "snapshots" / source.name,
-                                    lambda copy: shutil.copyfileobj(original, copy))
+        name = f"iter{iteration:06d}.pt"
+        checkpoint.atomic_link(folder / name, out / "snapshots" / name)
     checkpoint.save({"config": config.to_dict(), "state_dict": method.state_dict(),
                      "iteration": config.train.iterations}, out / "model.pt")
-    # With model.pt a rerun returns at once, so the resume state is dead weight (68 runs in the paper preset).
-    shutil.rmtree(folder)

@@ -349,6 +349,16 @@ def test_concurrent_downloads_of_one_file_fetch_it_once(tmp_path, server, use_so
     assert target_in(tmp_path).read_bytes() == CONTENT
 
 
+def test_no_lock_file_is_left_behind_after_a_download_or_a_failed_one(tmp_path, server, use_sources):
+    server.files[FILE] = CONTENT
+    use_sources(fake_source())
+    download_dataset(NAME, tmp_path, mirror=server.url)
+    del server.files[FILE]
+    with pytest.raises(DownloadError, match="HTTP 404"):
+        download_dataset(NAME, tmp_path / "failed", mirror=server.url)
+    assert list(tmp_path.rglob("*.lock")) == []
+
+
 def test_unknown_variant_and_unsupported_mirror_scheme_are_user_errors(tmp_path):
     with pytest.raises(UnknownSourceError, match="pickles, images"):
         download_dataset("miniimagenet", tmp_path, variant="jpegs")

@@ -21,7 +21,7 @@ from kml.data.episodes import (
     load_splits,
     prefetch,
 )
-from kml.data.hdf5 import HDF5Writer, Split
+from kml.data.hdf5 import Split, write_dataset
 
 WAYS, SHOTS, QUERIES = 3, 2, 3
 SIZE = 6
@@ -37,9 +37,7 @@ def _write_dataset(path: Path, name: str, seed: int, size: int = SIZE,
     labels = np.repeat(np.arange(len(images_per_class)), images_per_class)
     images = rng.integers(0, 256, size=(len(labels), size, size, 3), dtype=np.uint8)
     split = Split(images, labels, tuple(f"{name}-class{c}" for c in range(len(images_per_class))))
-    with HDF5Writer(path, dataset=name, image_size=size, split_rule="test", sources={}) as writer:
-        writer.write_split("train", split)
-    return path
+    return write_dataset(path, {"train": split}, dataset=name, image_size=size, split_rule="test", sources={})
 
 
 @pytest.fixture(scope="module")

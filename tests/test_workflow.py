@@ -1,7 +1,9 @@
 """The Snakemake workflow: dry runs of the paper, one cell, schema errors, lint, and the smoke preset end to end.
 
 Every test runs Snakemake in a fresh copy of the workflow (Snakefile, config, rules, presets, profiles, envs
-and the kml package that workflow/rules/common.smk imports), so results in the checkout never interfere.
+and the kml package that workflow/rules/common.smk imports), so results in the checkout never interfere, and
+in a virtual environment with only kml's declared dependencies, so the README's commands are tested as a
+user who followed its install command would run them.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from declared import declared_only_venv
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_FILES = ("Snakefile", "config.yaml", "workflow", "presets", "profiles", "envs", "kml", "pyproject.toml")
@@ -45,8 +48,11 @@ def copy_workflow(destination: Path) -> Path:
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, capture_output=True, check=False,
-                            text=True)
+    """Snakemake, and the `kml` of its jobs, with only kml's declared dependencies, as after the README's
+    `pip install -e .` (tests/declared.py)."""
+    python, env = declared_only_venv(workdir / ".venv-declared")
+    result = subprocess.run([python, "-m", "snakemake", *args], cwd=workdir, capture_output=True, check=False,
+                            text=True, env=env)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({result.returncode}):\n"
                              f"{result.stdout[-4000:]}\n{result.stderr[-8000:]}")
@@ -231,11 +237,16 @@ def test_smoke_failed_training_leaves_nothing_trusted_and_resumes(smoke, tmp_pat
     process = subprocess.Popen([sys.executable, "-m", "snakemake", *args], cwd=smoke, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     try:
+        # The finished 6-iteration run is set aside first (its final checkpoint is kept), then training starts.
         checkpoints = smoke / run / "checkpoints"
+
+        def started() -> bool:
+            return any((smoke / run).glob("set-aside-*/checkpoints")) and any(checkpoints.glob("iter*.pt"))
+
         deadline = time.monotonic() + 300
-        while not any(checkpoints.glob("iter*.pt")) and process.poll() is None and time.monotonic() < deadline:
+        while not started() and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert any(checkpoints.glob("iter*.pt")), "the training never wrote its first checkpoint"
+        assert started(), "the training never wrote its first checkpoint"
         # kill `kml train` itself, as an out-of-memory kill would: Snakemake sees its job fail
         trainers = [pid for pid in descendants(process.pid) if "kml train" in command_line(pid)]
         assert trainers
@@ -251,6 +262,7 @@ def test_smoke_failed_training_leaves_nothing_trusted_and_resumes(smoke, tmp_pat
     assert counts == {"train": 1}
     snakemake(smoke, f"{run}/model.pt", "--cores", "1", *SMOKE, str(overlay))
     log = (smoke / "logs" / "train" / "single" / "protonet" / "cub" / "1shot.log").read_text()
+    assert f"resuming {run} from iteration" in log, log[-2000:]
     resumed_at = re.search(r"\|\s*(\d+)/400 \[", log)
     assert resumed_at and int(resumed_at.group(1)) >= PRESET["train"]["checkpoint_every"], log[-2000:]
     assert (smoke / run / "model.pt").exists()

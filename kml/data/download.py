@@ -3,8 +3,8 @@
 A file is streamed into `<file>.part` (resumed with an HTTP Range request where the server allows it),
 verified, and only then renamed into place, so a file under its final name is always complete and checked.
 A file already in place (downloaded before, or placed by hand on a machine without internet) is verified and
-used without any network access. An exclusive lock on `<file>.part.lock` keeps concurrent jobs from writing
-the same file at once.
+used without any network access. An exclusive lock on `<file>.part.lock` (kml/locks.py, deleted when done)
+keeps concurrent jobs from writing the same file at once.
 
 Expected checksums come from, in order of precedence:
   1. the `expected_checksums` file, a sha256sum-format list (`<sha256>  <file name>` per line) that replaces
@@ -25,8 +25,8 @@ import os
 import re
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.parse import quote, urlsplit
@@ -38,6 +38,7 @@ from tqdm import tqdm
 import kml
 from kml import KmlError
 from kml.data.sources import Source, dataset_sources
+from kml.locks import exclusive_lock
 
 LOCK_FILE_NAME = "checksums.lock"
 CHUNK_BYTES = 1 << 20
@@ -108,7 +109,8 @@ def download_dataset(name: str, root: Path, mirror: str | None = None, expected_
             continue
         target = folder / source.file_name
         urls = (mirror_url(mirror, source.file_name),) if mirror else source.urls
-        with _exclusive_lock(target.with_name(target.name + ".part.lock")):
+        lock = target.with_name(target.name + ".part.lock")
+        with exclusive_lock(lock, busy=partial(_report_waiting, lock)):
             # Read under the lock: a concurrent job may just have recorded this file's first sha256.
             expected = overrides[source.file_name] if overrides is not None else _expected(source, folder)
             paths.append(_obtain(target, urls, expected, source.note))
@@ -311,15 +313,8 @@ def update_sha256sums(path: Path, entries: dict[str, str]) -> None:
         f.writelines(f"{digest}  {name}\n" for name, digest in sorted(sums.items()))
 
 
-@contextmanager
-def _exclusive_lock(path: Path) -> Iterator[None]:
-    with open(path, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            _report(f"waiting for another process that holds {path}")
-            fcntl.flock(f, fcntl.LOCK_EX)
-        yield
+def _report_waiting(lock: Path, holder: str) -> None:
+    _report(f"waiting for another process ({holder}) that holds {lock}")
 
 
 def _report(message: str) -> None:

@@ -87,9 +87,11 @@ class SplitImages:
 
 
 def load_splits(files: Mapping[str, str | Path], split: str) -> dict[str, SplitImages]:
-    """Read split `split` of each mode's prepared HDF5 file (mode name -> file) into memory, in MODES order."""
+    """Read split `split` of each mode's prepared HDF5 file (mode name -> file) into memory, in MODES order;
+    each file must hold its mode's dataset."""
     modes = canonical_modes(files)
-    splits = {mode: SplitImages.from_split(mode, read_split(files[mode], split), f"{files[mode]} [{split}]")
+    splits = {mode: SplitImages.from_split(mode, read_split(files[mode], split, dataset=mode),
+                                           f"{files[mode]} [{split}]")
               for mode in modes}
     _check_one_image_size(splits.values())
     return splits

@@ -7,24 +7,32 @@ Layout (other code and tests rely on it):
         class_names  UTF-8 strings [C]
     root attributes: dataset, image_size, split_rule (text), sources (JSON: raw file name -> sha256),
                      kml_version
+
+`write_dataset` writes a temporary file and renames it into place only when complete, after checking that
+it fits on the disk; a disk that fills up anyway ends in one NoSpaceError and no temporary file.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import h5py
 import numpy as np
 
 import kml
 from kml import KmlError
+from kml.diskspace import require_free_space, write_errors_explained
 
 SPLITS = ("train", "val", "test")
 _STRING = h5py.string_dtype(encoding="utf-8")
+# What a file takes beyond its image chunks and labels: HDF5's metadata, chunk indexes, class names.
+FILE_OVERHEAD_BYTES = 1 << 20
 
 
 class DatasetFileError(KmlError, ValueError):
@@ -40,12 +48,9 @@ class Split:
     class_names: tuple[str, ...]
 
     def __post_init__(self) -> None:
-        if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] != 3:
-            raise DatasetFileError(f"images must be uint8 [N, S, S, 3], got {self.images.dtype} {self.images.shape}")
-        if self.labels.shape != (len(self.images),):
-            raise DatasetFileError(f"labels {self.labels.shape} do not match {len(self.images)} images")
-        if len(self.labels) and (np.any(np.diff(self.labels) < 0) or self.labels[-1] >= len(self.class_names)):
-            raise DatasetFileError("labels must be non-decreasing (classes contiguous) and below the class count")
+        problem = split_problem(self.images.dtype, self.images.shape, self.labels, self.num_classes)
+        if problem:
+            raise DatasetFileError(problem)
 
     @property
     def num_classes(self) -> int:
@@ -57,55 +62,124 @@ class Split:
         return np.searchsorted(self.labels, np.arange(self.num_classes + 1)).astype(np.int64)
 
 
-class HDF5Writer:
-    """Writes a prepared dataset to a temporary file and renames it into place only on success.
+def split_problem(images_dtype: np.dtype, images_shape: tuple[int, ...], labels: np.ndarray, num_classes: int,
+                  image_size: int | None = None) -> str | None:
+    """What makes a split's arrays break the schema (None if nothing): images uint8 [N, S, S, 3] (S the file's
+    image_size if given), labels 0..C-1 for C class names, non-decreasing and each class with images."""
+    if images_dtype != np.uint8 or len(images_shape) != 4 or images_shape[-1] != 3:
+        return f"images must be uint8 [N, S, S, 3], got {images_dtype} {list(images_shape)}"
+    if image_size is not None and images_shape[0] and images_shape[1:3] != (image_size, image_size):
+        return f"images are {images_shape[1]}×{images_shape[2]} px, but the file's image_size is {image_size}"
+    if labels.shape != images_shape[:1]:
+        return f"{len(labels)} labels for {images_shape[0]} images"
+    if not len(labels):
+        return f"no images but {num_classes} class names" if num_classes else None
+    steps = np.diff(labels)
+    irregular = bool(np.any((steps != 0) & (steps != 1)))  # a step back, or a class skipped
+    if labels[0] != 0 or labels[-1] != num_classes - 1 or irregular:
+        return (f"labels must run from 0 to {num_classes - 1} ({num_classes} class names), non-decreasing, with "
+                f"images for every class; they run from {labels[0]} to {labels[-1]}"
+                + (" with steps back or classes skipped" if irregular else ""))
+    return None
 
-    with HDF5Writer(path, dataset="fc100", image_size=84, split_rule="...", sources={...}) as writer:
-        writer.write_split("train", split)
-    """
 
-    def __init__(self, path: str | Path, *, dataset: str, image_size: int, split_rule: str,
-                 sources: dict[str, str]) -> None:
-        self.path = Path(path)
-        self.tmp_path = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        self.attrs = {
-            "dataset": dataset,
-            "image_size": int(image_size),
-            "split_rule": split_rule,
-            "sources": json.dumps(sources, sort_keys=True),
-            "kml_version": kml.__version__,
-        }
-        self._file: h5py.File | None = None
-        self._written: set[str] = set()
+def stored_size(splits: Iterable[Split]) -> int:
+    """Bytes a file of these splits takes, at most: images in whole chunks, labels, and the overhead."""
+    total = FILE_OVERHEAD_BYTES
+    for split in splits:
+        chunks = _image_chunks(split.images.shape)
+        stored = -(-len(split.images) // chunks[0]) * chunks[0] if chunks else 0
+        total += stored * split.images[:1].nbytes + split.labels.nbytes
+    return total
 
-    def __enter__(self) -> Self:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = h5py.File(self.tmp_path, "w")
-        self._file.attrs.update(self.attrs)
-        return self
 
-    def write_split(self, name: str, split: Split) -> None:
-        if name not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {name!r}")
-        size = self.attrs["image_size"]
-        if len(split.images) and split.images.shape[1:] != (size, size, 3):
-            raise DatasetFileError(f"{name}: images are {split.images.shape[1:]}, expected {(size, size, 3)}")
-        group = self._file.create_group(name)
-        group.create_dataset("images", data=split.images, chunks=_image_chunks(split.images.shape))
-        group.create_dataset("labels", data=split.labels.astype(np.int64))
-        group.create_dataset("class_names", data=np.array(split.class_names, dtype=object), dtype=_STRING)
-        self._written.add(name)
+def write_dataset(path: str | Path, splits: Mapping[str, Split], *, dataset: str, image_size: int,
+                  split_rule: str, sources: dict[str, str]) -> Path:
+    """Write a prepared dataset file; a split not given is written empty (Omniglot's val)."""
+    path = Path(path)
+    unknown = set(splits) - set(SPLITS)
+    if unknown:
+        raise ValueError(f"splits must be among {SPLITS}, got {sorted(unknown)}")
+    for name, split in splits.items():
+        if len(split.images) and split.images.shape[1:] != (image_size, image_size, 3):
+            raise DatasetFileError(f"{name}: images are {split.images.shape[1:]}, expected "
+                                   f"{(image_size, image_size, 3)}")
+    attrs = {"dataset": dataset, "image_size": int(image_size), "split_rule": split_rule,
+             "sources": json.dumps(sources, sort_keys=True), "kml_version": kml.__version__}
+    needed = stored_size(splits.values())
+    require_free_space(path, needed)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with write_errors_explained(path, needed):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(tmp, "w+b", buffering=0) as raw:
+                target = _DiscardAfterError(raw)
+                try:
+                    with h5py.File(target, "w") as f:
+                        f.attrs.update(attrs)
+                        for name in SPLITS:
+                            _write_split(f, name, splits.get(name), image_size)
+                except Exception:
+                    if target.error is None:
+                        raise
+                if target.error is not None:
+                    raise target.error
+                os.fsync(raw.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    return path
 
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            for name in SPLITS:  # an empty split (Omniglot's val) is still a group, so readers need no special case
-                if name not in self._written:
-                    _write_empty_split(self._file, name, self.attrs["image_size"])
-        self._file.close()
-        if exc_type is None:
-            os.replace(self.tmp_path, self.path)
-        else:
-            self.tmp_path.unlink(missing_ok=True)
+
+class _DiscardAfterError(io.RawIOBase):
+    """The file HDF5 writes through. After a write fails (a full disk) it records the error and discards the
+    rest: after a failed write h5py cannot close the file and the process crashes at exit (a segmentation
+    fault), so HDF5 must not see it; `write_dataset` raises the recorded error once HDF5 is done."""
+
+    def __init__(self, raw: io.FileIO) -> None:
+        super().__init__()
+        self.raw = raw
+        self.error: OSError | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        return self.raw.readinto(buffer)
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        if self.error is None:
+            try:
+                remaining = view
+                while remaining:
+                    remaining = remaining[os.write(self.raw.fileno(), remaining):]
+                return len(view)
+            except OSError as error:
+                self.error = error
+        self.raw.seek(len(view), io.SEEK_CUR)  # where HDF5 expects the position after a write
+        return len(view)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self.raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+    def truncate(self, size: int | None = None) -> int:
+        if self.error is None:
+            try:
+                return self.raw.truncate(size)
+            except OSError as error:
+                self.error = error
+        return self.raw.tell() if size is None else size
 
 
 def _image_chunks(shape: tuple[int, ...]) -> tuple[int, ...] | None:
@@ -115,11 +189,16 @@ def _image_chunks(shape: tuple[int, ...]) -> tuple[int, ...] | None:
     return (min(64, shape[0]),) + tuple(shape[1:])
 
 
-def _write_empty_split(f: h5py.File, name: str, size: int) -> None:
+def _write_split(f: h5py.File, name: str, split: Split | None, size: int) -> None:
     group = f.create_group(name)
-    group.create_dataset("images", shape=(0, size, size, 3), dtype=np.uint8)
-    group.create_dataset("labels", shape=(0,), dtype=np.int64)
-    group.create_dataset("class_names", shape=(0,), dtype=_STRING)
+    if split is None:  # still a group, so that readers need no special case
+        group.create_dataset("images", shape=(0, size, size, 3), dtype=np.uint8)
+        group.create_dataset("labels", shape=(0,), dtype=np.int64)
+        group.create_dataset("class_names", shape=(0,), dtype=_STRING)
+        return
+    group.create_dataset("images", data=split.images, chunks=_image_chunks(split.images.shape))
+    group.create_dataset("labels", data=split.labels.astype(np.int64))
+    group.create_dataset("class_names", data=np.array(split.class_names, dtype=object), dtype=_STRING)
 
 
 def _open(path: str | Path) -> h5py.File:
@@ -143,27 +222,43 @@ def read_attrs(path: str | Path) -> dict[str, Any]:
     return attrs
 
 
-def read_split(path: str | Path, split: str) -> Split:
-    """Load one split fully into memory."""
+def read_split(path: str | Path, split: str, dataset: str | None = None) -> Split:
+    """Load one split fully into memory; with `dataset`, the file must hold that dataset."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    attrs = read_attrs(path)
+    if dataset is not None and attrs["dataset"] != dataset:
+        raise DatasetFileError(f"{path}: holds {attrs['dataset']} (its `dataset` attribute), not {dataset}; "
+                               f"give the file prepared from {dataset} (`kml prepare {dataset}`)")
     with _open(path) as f:
-        if split not in f:
-            raise DatasetFileError(f"{path}: has no '{split}' group; re-run `kml prepare`")
-        group = f[split]
-        try:
-            return Split(
-                images=group["images"][()],
-                labels=group["labels"][()].astype(np.int64),
-                class_names=tuple(name.decode() if isinstance(name, bytes) else str(name)
-                                  for name in group["class_names"][()]),
-            )
-        except KeyError as error:
-            raise DatasetFileError(f"{path}: group '{split}' lacks {error}; re-run `kml prepare`") from None
+        images, labels, class_names = _split_arrays(f, path, split)
+        _check_split(path, split, images, labels, class_names, attrs["image_size"])
+        return Split(images=images[()], labels=labels, class_names=class_names)
+
+
+def _split_arrays(f: h5py.File, path: str | Path, split: str) -> tuple[h5py.Dataset, np.ndarray, tuple[str, ...]]:
+    """A split's images (still on disk), labels and class names."""
+    if split not in f:
+        raise DatasetFileError(f"{path}: has no '{split}' group; re-run `kml prepare`")
+    group = f[split]
+    try:
+        return (group["images"], group["labels"][()].astype(np.int64),
+                tuple(name.decode() if isinstance(name, bytes) else str(name) for name in group["class_names"][()]))
+    except KeyError as error:
+        raise DatasetFileError(f"{path} [{split}]: lacks {error}; re-run `kml prepare`") from None
+
+
+def _check_split(path: str | Path, split: str, images: h5py.Dataset, labels: np.ndarray,
+                 class_names: tuple[str, ...], image_size: int) -> None:
+    problem = split_problem(images.dtype, images.shape, labels, len(class_names), image_size)
+    if problem:
+        raise DatasetFileError(f"{path} [{split}]: {problem}; the file is damaged or not made by `kml prepare`: "
+                               "delete it and run `kml prepare` again")
 
 
 def describe(path: str | Path) -> str:
-    """A human-readable summary for `kml inspect`: per split classes, images and image shape; provenance."""
+    """A human-readable summary for `kml inspect`: per split classes, images and image shape; provenance.
+    Every split is checked against the schema (labels against images and class names) on the way."""
     attrs = read_attrs(path)
     lines = [f"{path}",
              f"dataset: {attrs['dataset']}   image size: {attrs['image_size']}   kml {attrs['kml_version']}",
@@ -171,11 +266,10 @@ def describe(path: str | Path) -> str:
              f"{'split':<6} {'classes':>8} {'images':>8}  image shape"]
     with _open(path) as f:
         for split in SPLITS:
-            if split not in f:
-                raise DatasetFileError(f"{path}: has no '{split}' group; re-run `kml prepare`")
-            images = f[split]["images"]
+            images, labels, class_names = _split_arrays(f, path, split)
+            _check_split(path, split, images, labels, class_names, attrs["image_size"])
             shape = "×".join(str(n) for n in images.shape[1:])
-            lines.append(f"{split:<6} {len(f[split]['class_names']):>8} {images.shape[0]:>8}  {shape}")
+            lines.append(f"{split:<6} {len(class_names):>8} {images.shape[0]:>8}  {shape}")
     lines.append("sources (sha256):")
     lines += [f"  {digest}  {name}" for name, digest in sorted(attrs["sources"].items())]
     return "\n".join(lines)

@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from kml import MODES, KmlError
-from kml.data.hdf5 import SPLITS, HDF5Writer, Split
+from kml.data.hdf5 import SPLITS, Split, write_dataset
 from kml.data.images import DecodePool, ImageDecodeError, ImageDecoder, resize_rgb_arrays
 
 # ---- Official raw file names, per dataset folder ---------------------------------------------------------
@@ -87,7 +87,8 @@ class _Prepared:
 def prepare_dataset(name: str, raw: str | Path, out: str | Path, image_size: int = 84,
                     fc100_negative: bool = False, workers: int | None = None,
                     omniglot_train_classes: int = OMNIGLOT_TRAIN_CLASSES) -> Path:
-    """Read `{raw}/{name}/`, write the prepared HDF5 file `out` (renamed into place only on success).
+    """Read `{raw}/{name}/`, write the prepared HDF5 file `out` (renamed into place only on success; refused
+    up front if it cannot fit on the disk).
 
     fc100_negative: store FC100 as the photographic negatives the released code trained on
         (REFERENCE §7.1); off by default, i.e. the true images.
@@ -103,12 +104,8 @@ def prepare_dataset(name: str, raw: str | Path, out: str | Path, image_size: int
     options = _Options(image_size=image_size, workers=max(1, workers or os.cpu_count() or 1),
                        fc100_negative=fc100_negative, omniglot_train_classes=omniglot_train_classes)
     prepared = _PREPARERS[name](Path(raw) / name, options)
-    out = Path(out)
-    with HDF5Writer(out, dataset=name, image_size=image_size, split_rule=prepared.split_rule,
-                    sources=prepared.sources) as writer:
-        for split in SPLITS:
-            writer.write_split(split, prepared.splits[split])
-    return out
+    return write_dataset(out, prepared.splits, dataset=name, image_size=image_size,
+                         split_rule=prepared.split_rule, sources=prepared.sources)
 
 
 # ---- Pure split rules ------------------------------------------------------------------------------------

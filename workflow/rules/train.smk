@@ -4,7 +4,10 @@
 # The job writes its run configuration (run.yaml, composed from config.yaml by kml/plan.py) from its params,
 # which hold exactly the values that can change this training: Snakemake retrains when one of them changes.
 # The other declared outputs appear only when `kml train` succeeds (model.pt last); its resume state in
-# checkpoints/ is never declared, so it survives a failure and a retry (or a later run) continues from it.
+# checkpoints/ is never declared, so it survives a failure and a retry (or a later run) continues from it. It
+# is kept after success too: if Snakemake deletes model.pt (it lost track of the job), the rerun publishes it
+# again without training. When a changed value reruns the job, `--on-config-change set-aside` moves the old
+# configuration's run into a set-aside-* folder inside the run folder (kept; the log says so).
 
 
 rule train:
@@ -32,7 +35,7 @@ rule train:
         "../../envs/train.yaml"
     shell:
         "printf '%s\\n' {params.run_config:q} > {output.config}"
-        " && kml train --config {output.config} --out {params.out} > {log} 2>&1"
+        " && kml train --config {output.config} --out {params.out} --on-config-change set-aside > {log} 2>&1"
 
 
 # The models the transference analysis reads also publish snapshots/iter{N:06d}.pt.
