@@ -9,15 +9,13 @@
 # Which jobs exist and the run configuration of each come from kml/plan.py; the rules only wire files to
 # `kml` commands. Paths: docs/ARCHITECTURE.md and kml/plan.py.
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
 
+# Validated by kml/workflow_config.py when workflow/rules/common.smk builds the plan.
 configfile: "config.yaml"
-
-
-validate(config, "workflow/schemas/config.schema.yaml")
 
 
 report: "workflow/report/workflow.rst"

@@ -41,7 +41,6 @@ from kml.config import RunConfig
 from kml.data.episodes import PIXEL_MAX, MetaBatch, SplitImages
 from kml.data.images import RESAMPLE, encode_image, resize_rgb
 from kml.methods.base import MetaLearner
-from kml.methods.registry import MODULATIONS
 from kml.models.backbone import PADDING, STRIDE
 
 # The released MMAML/KML code's BatchNorm momentum (REFERENCE §2.1); its running statistics are never read.
@@ -117,7 +116,7 @@ class ReleasedStyle:
         self.config = config
         self.images = images
         self.device = device
-        self.modulation = MODULATIONS[config.method]
+        self.modulation = config.spec.modulation
         self.layers = len(config.model.channels)
         self.params = {name: p.detach().clone().requires_grad_() for name, p in method.named_parameters()}
         self.dtype = next(iter(self.params.values())).dtype

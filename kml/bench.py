@@ -42,7 +42,6 @@ import kml
 from kml import MODES, KmlError
 from kml.baseline import ReleasedImages, ReleasedStyle, released_splits
 from kml.config import (
-    METHODS,
     EvalConfig,
     MAMLConfig,
     ModelConfig,
@@ -52,11 +51,13 @@ from kml.config import (
     run_config_from_dict,
 )
 from kml.data.episodes import PIXEL_MAX, MetaBatch, MultimodalSampler, SplitImages
+from kml.execution import Execution, resolve_device
+from kml.execution import peak_memory_mb as lifetime_peak_memory_mb
 from kml.methods.base import MetaLearner
 from kml.methods.registry import build_method
+from kml.methods.table import JOINT_METHOD_NAMES as JOINT_METHODS
 from kml.plan import Plan
-from kml.train import build_optimizers, resolve_device
-from kml.train import peak_memory_mb as lifetime_peak_memory_mb
+from kml.train import build_optimizers
 
 CSV_COLUMNS = (
     "date", "device", "method", "ways", "shots", "queries", "meta_batch_size", "image_size", "repeats",
@@ -216,17 +217,8 @@ def bench_transference(settings: BenchSettings) -> Iterator[Result]:
             optimizers = build_optimizers(method, config.optim)
             sampler = MultimodalSampler(splits, ways=task.ways, shots=shots, queries=task.queries,
                                         meta_batch_size=train.meta_batch_size, seed=train.seed)
-
-            def train_step(i: int, method=method, optimizers=optimizers, sampler=sampler) -> None:
-                method.train()
-                loss = method(sampler.meta_batch(i).to(device)).loss
-                loss.item()  # training reads the loss every iteration, which waits for the GPU
-                for optimizer in optimizers.values():
-                    optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                for optimizer in optimizers.values():
-                    optimizer.step()
-
+            method.train()
+            train_step = _training_step(method, optimizers, sampler, Execution.of(config.train, device))
             # Also leaves the Adam state the lookahead reads.
             training = time_iterations(train_step, settings if settings.quick else TRAINING_FULL)
             sources = tr.task_set(splits[analysis.source_mode], tr.SOURCE_SPLIT, config, analysis.sources,
@@ -253,7 +245,6 @@ def bench_transference(settings: BenchSettings) -> Iterator[Result]:
 
 # ---- meta-training: kml's fast path against the released code's way of computing a meta-batch ----------------
 
-JOINT_METHODS = tuple(m for m in METHODS if not m.startswith("multi_"))
 # The fast path and the baseline must agree this closely (relative; in float64, see compare_training) before
 # they are timed; the tests hold the two paths to it in float32 at small sizes.
 EQUIVALENCE_TOLERANCE = 1e-5
@@ -543,11 +534,11 @@ def joint_key(method: str, shots: int) -> CostKey:
 
 
 def _training_step(method: MetaLearner, optimizers: dict[str, torch.optim.Adam], sampler: MultimodalSampler,
-                   device: torch.device) -> Callable[[int], None]:
+                   execution: Execution) -> Callable[[int], None]:
     """One meta-training iteration as `kml train` runs it: sample, convert on the device, update."""
 
     def step(index: int) -> None:
-        loss = method(sampler.meta_batch(index).to(device)).loss
+        loss = execution.run(method, sampler.meta_batch(index).to(execution.device)).loss
         loss.item()  # training logs the loss every iteration
         for optimizer in optimizers.values():
             optimizer.zero_grad(set_to_none=True)
@@ -559,7 +550,7 @@ def _training_step(method: MetaLearner, optimizers: dict[str, torch.optim.Adam],
 
 
 def _eval_seconds_per_task(method: MetaLearner, config: RunConfig, splits: dict[str, SplitImages],
-                           settings: BenchSettings, device: torch.device) -> float:
+                           settings: BenchSettings, execution: Execution) -> float:
     """Median seconds per evaluation task (eval mode, no graph), in meta-batches of eval.meta_batch_size."""
     tasks = config.eval.meta_batch_size
     sampler = MultimodalSampler(splits, ways=config.task.ways, shots=config.task.shots,
@@ -567,7 +558,7 @@ def _eval_seconds_per_task(method: MetaLearner, config: RunConfig, splits: dict[
 
     def evaluate(index: int) -> None:
         with torch.no_grad():
-            method(sampler.meta_batch(index).to(device)).task_accuracies.tolist()
+            execution.run(method, sampler.meta_batch(index).to(execution.device)).task_accuracies.tolist()
 
     method.eval()
     timing = time_iterations(evaluate, settings)
@@ -575,23 +566,23 @@ def _eval_seconds_per_task(method: MetaLearner, config: RunConfig, splits: dict[
     return statistics.median(timing.seconds) / tasks
 
 
-def _path_notes(method: MetaLearner, device: torch.device) -> str:
-    if method.batches_tasks(device):
+def _path_notes(execution: Execution) -> str:
+    if execution.vmap_tasks:
         return "fast path: tasks vmapped"
-    return "fast path: task loop, channels-last" if method.channels_last else "fast path: task loop"
+    return "fast path: task loop, channels-last" if execution.channels_last else "fast path: task loop"
 
 
 def path_differences(fast: MetaLearner, baseline: ReleasedStyle, batch: MetaBatch,
-                     device: torch.device) -> tuple[dict[str, float], float]:
+                     execution: Execution) -> tuple[dict[str, float], float]:
     """Relative differences of the two paths on one meta-batch, in their parameters' dtype (the loss, then
     each network part's gradient), and the FLOPs of the baseline's forward and backward."""
     dtype = next(fast.parameters()).dtype
-    images = batch.to(device)
+    images = batch.to(execution.device)
     images = replace(images, support_images=images.support_images.to(dtype),
                      query_images=images.query_images.to(dtype))
     params = dict(fast.named_parameters())
     with exact_float32():
-        loss = fast(images).loss
+        loss = execution.run(fast, images).loss
         grads = dict(zip(params, torch.autograd.grad(loss, list(params.values())), strict=True))
         with FlopCounterMode(display=False) as counter:
             baseline_loss = baseline.loss(batch)
@@ -614,13 +605,14 @@ def compare_training(config: RunConfig, splits: dict[str, SplitImages], released
     in float64 rounding stays far below the tolerance and a disagreement is a real one. The float32 difference
     is recorded as max_relative_error; where both paths run the same kernels it is exactly 0."""
     fast = build_method(config).to(device)
+    execution = Execution.of(config.train, device)
     baseline = ReleasedStyle(config, fast, released, device)
     sampler = MultimodalSampler(splits, ways=config.task.ways, shots=config.task.shots,
                                 queries=config.task.queries, meta_batch_size=config.train.meta_batch_size,
                                 seed=config.train.seed)
     batch = sampler.meta_batch(0)
     exact = copy.deepcopy(fast).double()
-    differences, _ = path_differences(exact, ReleasedStyle(config, exact, released, device), batch, device)
+    differences, _ = path_differences(exact, ReleasedStyle(config, exact, released, device), batch, execution)
     if max(differences.values()) > EQUIVALENCE_TOLERANCE:
         listing = ", ".join(f"{part} {error:.1e}" for part, error in differences.items())
         raise BenchError(f"{config.method} {config.task.shots}-shot: the fast path and the baseline disagree beyond "
@@ -628,8 +620,8 @@ def compare_training(config: RunConfig, splits: dict[str, SplitImages], released
                          "computations")
     del exact
     float64_note = f"float64 check: max rel. difference {max(differences.values()):.1e}"
-    differences, flops = path_differences(fast, baseline, batch, device)
-    steps = {"fast": _training_step(fast, build_optimizers(fast, config.optim), sampler, device),
+    differences, flops = path_differences(fast, baseline, batch, execution)
+    steps = {"fast": _training_step(fast, build_optimizers(fast, config.optim), sampler, execution),
              "baseline": lambda index: baseline.step(sampler.meta_batch(index))}
     baseline.load_seconds.clear()
     measured = time_side_by_side(steps, settings, device)
@@ -638,14 +630,14 @@ def compare_training(config: RunConfig, splits: dict[str, SplitImages], released
     timed = slice(settings.warmup, settings.warmup + settings.repeats * settings.iterations)
     loading = statistics.median(baseline.load_seconds[timed])
     computing = statistics.median(baseline_timing.seconds) - loading
-    notes = (f"{_path_notes(fast, device)}; baseline: the released code's way (kml/baseline.py: per-load image "
+    notes = (f"{_path_notes(execution)}; baseline: the released code's way (kml/baseline.py: per-load image "
              f"decoding and resizing of {len(config.modes)}x{config.train.meta_batch_size} tasks, task loop, "
              f"hand-written layers{', autograd.grad create_graph inner loop' if second_order else ''}), of "
              f"which loading {loading:.3g} s; without its loading the baseline would take {computing:.3g} s, "
              f"{computing / statistics.median(timing.seconds):.2f}x kml's; {float64_note}; "
              f"{model_notes(config)}; {threads}")
     return TrainingResult(config.method, device_description(device), config, timing, baseline_timing,
-                          _eval_seconds_per_task(fast, config, splits, settings, device), peak, baseline_peak,
+                          _eval_seconds_per_task(fast, config, splits, settings, execution), peak, baseline_peak,
                           flops, peak_flops, max(differences.values()), quick, notes)
 
 
@@ -654,14 +646,15 @@ def measure_fast(config: RunConfig, label: str, splits: dict[str, SplitImages], 
     """kml's training iteration and evaluation task alone (configurations the estimate needs beyond the
     compared ones)."""
     method = build_method(config).to(device)
+    execution = Execution.of(config.train, device)
     sampler = MultimodalSampler(splits, ways=config.task.ways, shots=config.task.shots,
                                 queries=config.task.queries, meta_batch_size=config.train.meta_batch_size,
                                 seed=config.train.seed)
-    step = _training_step(method, build_optimizers(method, config.optim), sampler, device)
+    step = _training_step(method, build_optimizers(method, config.optim), sampler, execution)
     timing, peak = time_side_by_side({"fast": step}, settings, device)["fast"]
-    notes = f"{why}; {_path_notes(method, device)}; no baseline; {model_notes(config)}"
+    notes = f"{why}; {_path_notes(execution)}; no baseline; {model_notes(config)}"
     return TrainingResult(label, device_description(device), config, timing, None,
-                          _eval_seconds_per_task(method, config, splits, settings, device), peak, None, None,
+                          _eval_seconds_per_task(method, config, splits, settings, execution), peak, None, None,
                           peak_flops, None, quick, notes)
 
 
@@ -749,8 +742,8 @@ def bench_training(settings: BenchSettings) -> Iterator[TrainingResult | Estimat
         sampler = MultimodalSampler(splits, ways=config.task.ways, shots=config.task.shots,
                                     queries=config.task.queries, meta_batch_size=config.train.meta_batch_size,
                                     seed=config.train.seed)
-        threads = choose_threads(_training_step(method, build_optimizers(method, config.optim), sampler, device),
-                                 timing)
+        threads = choose_threads(_training_step(method, build_optimizers(method, config.optim), sampler,
+                                                Execution.of(config.train, device)), timing)
     peak_flops = matmul_peak_flops(device, scale.matmul_side(device))
     costs: dict[CostKey, TrainingResult] = {}
     for method in methods:
@@ -794,7 +787,8 @@ def bench_bf16(settings: BenchSettings) -> Iterator[TrainingResult]:
         for shots in settings.shots:
             config = bench_config(joint_key(method, shots), scale)
             models = {"bf16": build_method(config).to(device), "fp32": build_method(config).to(device)}
-            models["bf16"].amp_bf16 = True
+            fp32 = Execution.of(config.train, device)
+            executions = {"bf16": replace(fp32, amp_bf16=True), "fp32": fp32}
             sampler = MultimodalSampler(splits, ways=config.task.ways, shots=config.task.shots,
                                         queries=config.task.queries, meta_batch_size=config.train.meta_batch_size,
                                         seed=config.train.seed)
@@ -802,17 +796,17 @@ def bench_bf16(settings: BenchSettings) -> Iterator[TrainingResult]:
             losses, grads = {}, {}
             for name, model in models.items():
                 params = dict(model.named_parameters())
-                losses[name] = model(batch).loss
+                losses[name] = executions[name].run(model, batch).loss
                 grads[name] = dict(zip(params, torch.autograd.grad(losses[name], list(params.values())),
                                        strict=True))
             deviation = max(relative_error(losses["bf16"], losses["fp32"]),
                             *gradient_errors(grads["bf16"], grads["fp32"]).values())
             del batch, losses, grads
-            steps = {name: _training_step(model, build_optimizers(model, config.optim), sampler, device)
+            steps = {name: _training_step(model, build_optimizers(model, config.optim), sampler, executions[name])
                      for name, model in models.items()}
             measured = time_side_by_side(steps, timing, device)
             notes = (f"bfloat16 autocast on the fast path; baseline: the float32 fast path; max rel. error: the "
-                     f"bf16 loss and gradients against float32 on one meta-batch; {_path_notes(models['bf16'], device)}; "
+                     f"bf16 loss and gradients against float32 on one meta-batch; {_path_notes(executions['bf16'])}; "
                      f"{model_notes(config)}; {torch.get_num_threads()} torch threads")
             yield TrainingResult(f"{method} bf16", device_description(device), config, measured["bf16"][0],
                                  measured["fp32"][0], None, measured["bf16"][1], measured["fp32"][1], None,

@@ -1,151 +1,296 @@
-"""Typed configuration of one run (training, evaluation or transference).
+"""The configuration of one run (training, evaluation or transference): types, bounds and defaults, once.
 
-The workflow writes one of these YAML files per job from `config.yaml`; `kml train --config FILE` reads it.
-Defaults are the paper's settings (REFERENCE §3), so an empty section means "as in the paper".
-Unknown keys and wrongly typed values are rejected with the dotted path of the offending key.
+`kml train/evaluate/transference --config FILE` reads a run configuration; the workflow composes one per job
+from `config.yaml` (kml/workflow_config.py, kml/plan.py), so both entry points validate with these classes.
+Defaults are the paper's settings for the MAML family (docs/specification.md §5.1, §6); the ProtoNet
+family's schedule and the Multi-MAML members' settings are overrides in `config.yaml` (§6.2, §6.3), so a run
+file for those must state them, as the workflow's do. A misspelt key, a wrongly typed value or one out of
+bounds is rejected by a `ConfigError` that names the dotted key, the value and the fix.
+
+Each key also declares which jobs read it (`ReadBy`): the workflow hands a job only the keys it reads, so that
+changing a value in `config.yaml` reruns exactly the jobs whose result it can change.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
 
 from kml import MODES, KmlError
-
-METHODS = (
-    "maml",
-    "multi_maml",
-    "mmaml",
-    "mmaml_kml",
-    "protonet",
-    "multi_protonet",
-    "mprotonet",
-    "mprotonet_kml",
-)
+from kml.methods.table import METHOD_NAMES, Method, method_spec
 
 
 class ConfigError(KmlError, ValueError):
     """A configuration file or value is invalid; the message names the key and the fix."""
 
 
-@dataclass(frozen=True)
+# ---- value types ---------------------------------------------------------------------------------------------
+
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _number_from_text(value: Any) -> Any:
+    # PyYAML follows YAML 1.1, which reads 1e-3 (no dot) as text; accept it as the number it means.
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _float32(value: float) -> float:
+    if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
+        raise ValueError(f"must be a finite number within the float32 range (±{FLOAT32_MAX:.1e})")
+    return value
+
+
+Int = Annotated[int, Strict()]
+PositiveInt = Annotated[int, Strict(), Field(ge=1)]
+Real = Annotated[float, BeforeValidator(_number_from_text), Strict(), AfterValidator(_float32)]
+NonNegative = Annotated[Real, Field(ge=0)]
+Positive = Annotated[Real, Field(gt=0)]
+Bool = Annotated[bool, Strict()]
+Text = Annotated[str, Strict(), Field(min_length=1)]
+Mode = Literal[MODES]
+MethodName = Literal[METHOD_NAMES]
+
+# Lax at the level of sections (a YAML mapping becomes a section, a list a tuple); every scalar is strict.
+SECTION = ConfigDict(extra="forbid")
+
+
+# ---- who reads a key ---------------------------------------------------------------------------------------
+
+Job = Literal["train", "evaluate", "transference"]
+TRAIN: frozenset[str] = frozenset({"train"})
+EVALUATE: frozenset[str] = frozenset({"evaluate"})
+TRANSFERENCE: frozenset[str] = frozenset({"transference"})
+EVERY_JOB: frozenset[str] = TRAIN | EVALUATE | TRANSFERENCE
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """What decides whether a key matters to a job: the method, the modes and the run's other values."""
+
+    method: Method
+    modes: tuple[str, ...]
+    sections: Mapping[str, Mapping[str, Any]]
+
+
+def _always(run: Run) -> bool:
+    return True
+
+
+def _maml_family(run: Run) -> bool:
+    return run.method.family == "maml"
+
+
+def _protonet_family(run: Run) -> bool:
+    return run.method.family == "protonet"
+
+
+def _modulated(run: Run) -> bool:
+    return run.method.modulated
+
+
+def _kernel_modulated(run: Run) -> bool:
+    return run.method.modulation == "kml"
+
+
+def _several_modes(run: Run) -> bool:
+    return len(run.modes) > 1
+
+
+def _omniglot(run: Run) -> bool:
+    return "omniglot" in run.modes
+
+
+def _decaying(run: Run) -> bool:
+    return run.sections["optim"].get("lr_decay_every") is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadBy:
+    """The jobs that read a key, and for which runs (`when`).
+
+    `resumable`: a checkpoint written under one value may be resumed under another (where a run executes
+    changes nothing a checkpoint holds).
+    """
+
+    jobs: frozenset[str]
+    when: Callable[[Run], bool] = _always
+    resumable: bool = False
+
+    def reads(self, job: str, run: Run) -> bool:
+        return job in self.jobs and self.when(run)
+
+
+# `kml evaluate` and `kml transference` rebuild each model from the configuration saved with it, so of a
+# training's keys they read only the tasks, the image size the model expects of the data and where to run.
+EVERY_JOB_READS = ReadBy(EVERY_JOB)
+
+
+# ---- sections ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, config=SECTION)
 class TaskConfig:
-    ways: int = 5
-    shots: int = 1
-    queries: int = 15
+    read_by: ClassVar[ReadBy] = EVERY_JOB_READS
+
+    ways: Annotated[Int, Field(ge=2)] = 5
+    shots: PositiveInt = 1
+    queries: PositiveInt = 15
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class DataConfig:
+    read_by: ClassVar[ReadBy] = ReadBy(TRAIN)
+
     # mode name -> prepared HDF5 file (`kml prepare`)
-    files: dict[str, str] = field(default_factory=dict)
-    # Omniglot classes rotated by a random k*90 degrees per class per task, at train and test (REFERENCE §1.2).
-    omniglot_rotation: bool = True
-    # "round_robin": slot i of a meta-batch gets mode (i + start) mod M, as the released code (§1.3).
+    files: Annotated[dict[Mode, Text], EVERY_JOB_READS] = field(default_factory=dict)
+    # Omniglot classes rotated by a random k*90 degrees per class per task, at train and test (§2.3).
+    omniglot_rotation: Annotated[Bool, ReadBy(EVERY_JOB, _omniglot)] = True
+    # "round_robin": slot i of a meta-batch gets mode (i + start) mod M, as the released code (§3.2).
     # "iid": every task draws its mode uniformly at random.
-    mode_assignment: Literal["round_robin", "iid"] = "round_robin"
+    mode_assignment: Annotated[Literal["round_robin", "iid"], ReadBy(TRAIN, _several_modes)] = "round_robin"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class ModelConfig:
-    channels: tuple[int, ...] = (32, 64, 128, 256)
-    image_size: int = 84
+    read_by: ClassVar[ReadBy] = ReadBy(TRAIN)
+
+    channels: Annotated[tuple[PositiveInt, ...], Field(min_length=1)] = (32, 64, 128, 256)
+    image_size: Annotated[Int, Field(ge=8), EVERY_JOB_READS] = 84
     # Dimension of the task embedding produced by the task encoder (MMAML's --embedding-hidden-size).
-    embedding_dim: int = 128
-    # KML kernel form: "residual" W*(J+M) as in the paper; "released" W*M as in the released code (§7.4).
-    kml_form: Literal["residual", "released"] = "residual"
-    # Which set the query pass's task embedding comes from; "query" is the released ProtoNet code's quirk (§7.2).
-    query_embedding: Literal["support", "query"] = "support"
+    embedding_dim: Annotated[PositiveInt, ReadBy(TRAIN, _modulated)] = 128
+    # KML kernel form: "residual" W*(J+M) as in the paper; "released" W*M as in the released code (§4.4).
+    kml_form: Annotated[Literal["residual", "released"], ReadBy(TRAIN, _kernel_modulated)] = "residual"
+    # Which set the query pass's task embedding comes from; "query" is the released ProtoNet code's quirk (§5.2).
+    query_embedding: Annotated[Literal["support", "query"], ReadBy(TRAIN, _modulated)] = "support"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class MAMLConfig:
-    inner_steps: int = 5
-    inner_lr: float = 0.05
+    read_by: ClassVar[ReadBy] = ReadBy(TRAIN, _maml_family)
+
+    inner_steps: Annotated[Int, Field(ge=0)] = 5
+    inner_lr: NonNegative = 0.05
     # Element-wise clamp of inner-loop gradients (--inner-loop-grad-clip); 0 disables it.
-    grad_clamp: float = 20.0
-    first_order: bool = False
+    grad_clamp: NonNegative = 20.0
+    first_order: Bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class ProtoNetConfig:
-    # The released code's transductive prototype refinement (§2.5), implemented without its bugs (§7.3).
-    transductive: bool = False
+    read_by: ClassVar[ReadBy] = ReadBy(TRAIN, _protonet_family)
+
+    # The released code's transductive prototype refinement, implemented without its bugs (§5.3).
+    transductive: Bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class OptimConfig:
+    read_by: ClassVar[ReadBy] = ReadBy(TRAIN)
+
     # Two Adams: base network and modulation network (task encoder + generator).
-    lr: float = 1e-3
-    modulation_lr: float = 1e-3
+    lr: Positive = 1e-3
+    modulation_lr: Annotated[Positive, ReadBy(TRAIN, _modulated)] = 1e-3
     # Multiply both learning rates by lr_decay_factor every lr_decay_every iterations (ProtoNet family: 10000).
-    lr_decay_every: int | None = None
-    lr_decay_factor: float = 0.5
+    lr_decay_every: PositiveInt | None = None
+    lr_decay_factor: Annotated[Positive, ReadBy(TRAIN, _decaying)] = 0.5
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class TrainConfig:
-    iterations: int = 60000
-    meta_batch_size: int = 10
-    seed: int = 0
-    device: str = "auto"
-    checkpoint_every: int = 1000
+    read_by: ClassVar[ReadBy] = ReadBy(TRAIN)
+
+    iterations: PositiveInt = 60000
+    meta_batch_size: PositiveInt = 10
+    seed: Int = 0
+    # "auto" is the GPU when there is one, else the CPU; anything else as torch spells it.
+    device: Annotated[Text, ReadBy(EVERY_JOB, resumable=True)] = "auto"
+    checkpoint_every: PositiveInt = 1000
     # Iterations whose checkpoints are kept and published as snapshots (the transference analysis reads them).
-    extra_checkpoints: tuple[int, ...] = ()
-    log_every: int = 100
-    # Speed switches (kml/methods/base.py). How a meta-batch's tasks run: "vmap" together, "loop" one after
-    # another (the reference), "auto" what `kml bench` measured faster (vmap on the GPU, and on the CPU
-    # wherever a task's network differs from the others'). Same mathematics either way.
+    extra_checkpoints: tuple[PositiveInt, ...] = ()
+    log_every: PositiveInt = 100
+    # How the model executes, in training and wherever it is used later (evaluation and transference take
+    # these from the configuration saved with the model); kml/execution.py decides how they apply and
+    # docs/performance.md has the measurements. How a meta-batch's tasks run: "vmap" together, "loop" one
+    # after another (the reference), "auto" vmap on a GPU and the loop on the CPU. Same mathematics either way.
     task_batching: Literal["auto", "vmap", "loop"] = "auto"
-    # The loop's images in channels-last layout: oneDNN's CPU convolutions run it about 10% faster, but its
-    # float32 gradients measured 8-36x further from float64 than NCHW's (kml/methods/base.py), so off.
-    channels_last: bool = False
+    # The loop's images in channels-last layout: off, because its float32 gradients are measurably further
+    # from float64 than NCHW's for a small CPU speed-up (docs/performance.md).
+    channels_last: Bool = False
     # bfloat16 autocast: faster on tensor-core GPUs, but it rounds, so results change; off by default.
-    amp_bf16: bool = False
+    amp_bf16: Bool = False
+
+    def checkpoints_beyond_run(self) -> list[int]:
+        """The extra checkpoints a run of `iterations` never reaches (their snapshots would never appear)."""
+        return [n for n in self.extra_checkpoints if n > self.iterations]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class EvalConfig:
-    tasks_per_mode: int = 1000
-    seed: int = 2021
+    read_by: ClassVar[ReadBy] = ReadBy(EVALUATE)
+
+    tasks_per_mode: PositiveInt = 1000
+    seed: Int = 2021
     # Tasks evaluated together; changes speed only, never which tasks are drawn.
-    meta_batch_size: int = 10
+    meta_batch_size: PositiveInt = 10
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class TransferenceConfig:
-    """Loss-ratio analysis (REFERENCE §5): sources from one mode's meta-train split, targets from another's test."""
+    """Loss-ratio analysis (docs/specification.md §8): sources from one mode's meta-train split, targets from
+    another's meta-test split."""
 
-    source_mode: str = "miniimagenet"
-    target_mode: str = "fc100"
-    sources: int = 300
+    read_by: ClassVar[ReadBy] = ReadBy(TRANSFERENCE)
+
+    source_mode: Mode = "miniimagenet"
+    target_mode: Mode = "fc100"
+    sources: PositiveInt = 300
     # The paper used one target task; several give the positive fraction a confidence interval.
-    targets: int = 20
-    seed: int = 5
+    targets: PositiveInt = 20
+    seed: Int = 5
     # "adam": the training optimizer's own step from the checkpoint's state; "sgd": plain step of sgd_lr.
     lookahead: Literal["adam", "sgd"] = "adam"
-    sgd_lr: float = 1e-3
+    sgd_lr: NonNegative = 1e-3
     # "all": base and modulation networks; "base": the base network only.
     lookahead_params: Literal["all", "base"] = "all"
     # |LR - 1| < neutral_band counts as neutral.
-    neutral_band: float = 0.01
+    neutral_band: NonNegative = 0.01
     # Source tasks whose lookaheads are evaluated together (vmapped); changes speed and memory only.
-    batch_size: int = 10
+    batch_size: PositiveInt = 10
 
 
-@dataclass(frozen=True)
+SECTIONS: dict[str, type] = {
+    "task": TaskConfig, "data": DataConfig, "model": ModelConfig, "maml": MAMLConfig, "protonet": ProtoNetConfig,
+    "optim": OptimConfig, "train": TrainConfig, "eval": EvalConfig, "transference": TransferenceConfig,
+}
+
+
+def _canonical_modes(modes: tuple[str, ...]) -> tuple[str, ...]:
+    if len(set(modes)) != len(modes):
+        raise ValueError(f"{list(modes)} lists a mode twice")
+    # Fixed canonical order: the order given must not matter (§1.1).
+    return tuple(m for m in MODES if m in modes)
+
+
+@dataclass(frozen=True, config=SECTION)
 class RunConfig:
-    method: str
+    method: Annotated[MethodName, EVERY_JOB_READS]
     # The modes of the setting (joint training) or a single mode (Multi-* members).
-    modes: tuple[str, ...]
-    # The setting's name in the paper's tables (2mode_dagger, 2mode, 3mode, 5mode); a label for outputs.
-    setting: str = ""
+    modes: Annotated[tuple[Mode, ...], Field(min_length=1), AfterValidator(_canonical_modes), EVERY_JOB_READS]
+    # The setting's name in the paper's tables (2mode_dagger, 2mode, 3mode, 5mode): a label of the outputs,
+    # which a resumed training may change.
+    setting: Annotated[str, Strict(), ReadBy(EVERY_JOB, resumable=True)] = ""
     task: TaskConfig = TaskConfig()
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -156,98 +301,62 @@ class RunConfig:
     eval: EvalConfig = EvalConfig()
     transference: TransferenceConfig = TransferenceConfig()
 
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ConfigError(f"method: unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
-        if not self.modes:
-            raise ConfigError("modes: give at least one mode")
-        for mode in self.modes:
-            if mode not in MODES:
-                raise ConfigError(f"modes: unknown mode {mode!r}; choose from {', '.join(MODES)}")
-        if len(set(self.modes)) != len(self.modes):
-            raise ConfigError(f"modes: {list(self.modes)} lists a mode twice")
-        # Fixed canonical order: the order given on the command line must not matter (§1.3).
-        object.__setattr__(self, "modes", tuple(m for m in MODES if m in self.modes))
+    @property
+    def spec(self) -> Method:
+        """The method's declaration in the method table."""
+        return method_spec(self.method)
 
     @property
-    def family(self) -> Literal["maml", "protonet"]:
-        return "protonet" if "protonet" in self.method else "maml"
+    def family(self) -> str:
+        return self.spec.family
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_plain(dataclasses.asdict(self))
+        """Plain values (lists for tuples), as a run file holds them."""
+        return _RUN_CONFIG.dump_python(self, mode="json")
 
 
-def _to_plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _to_plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_to_plain(v) for v in value]
-    return value
+_RUN_CONFIG = TypeAdapter(RunConfig)
 
 
-def _coerce(value: Any, annotation: Any, where: str) -> Any:
-    """Check `value` against a type annotation and convert lists to tuples; raise ConfigError on mismatch."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if dataclasses.is_dataclass(annotation):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return _build(annotation, value, where)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for option in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(value, option, where)
-            except ConfigError as error:
-                errors.append(str(error))
-        raise ConfigError(errors[0])
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return {_coerce(k, args[0], where): _coerce(v, args[1], f"{where}.{k}") for k, v in value.items()}
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if annotation in (bool, str):
-        if not isinstance(value, annotation):
-            raise ConfigError(f"{where}: expected {annotation.__name__}, got {value!r}")
-        return value
-    raise TypeError(f"unsupported annotation {annotation!r} at {where}")
+# ---- who reads what -------------------------------------------------------------------------------------------
+
+def reader(cls: type, key: str) -> ReadBy:
+    """The `ReadBy` of a key of RunConfig or of one of its sections: the key's own, else its section's."""
+    own = [m for m in cls.__pydantic_fields__[key].metadata if isinstance(m, ReadBy)]
+    return own[0] if own else cls.read_by
 
 
-def _build(cls: type, values: dict[str, Any], where: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    for key in values:
-        if key not in known:
-            path = f"{where}.{key}" if where else key
-            raise ConfigError(f"{path}: unknown key; known keys here: {', '.join(sorted(known))}")
-    kwargs = {
-        key: _coerce(value, hints[key], f"{where}.{key}" if where else key) for key, value in values.items()
-    }
+def read_values(values: Mapping[str, Any], job: str, *, resumable: bool = True) -> dict[str, Any]:
+    """The part of a run configuration (as a plain dict) that `job` reads for its method and modes.
+
+    With `resumable=False`, keys that a resumed run may change (where it runs) are left out too: what remains
+    must be equal for a checkpoint to be resumed.
+    """
+    run = Run(method_spec(values["method"]), tuple(values["modes"]), values)
+
+    def wanted(cls: type, key: str) -> bool:
+        by = reader(cls, key)
+        return by.reads(job, run) and (resumable or not by.resumable)
+
+    kept: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in SECTIONS:
+            read = {k: v for k, v in value.items() if wanted(SECTIONS[key], k)}
+            if read:
+                kept[key] = read
+        elif wanted(RunConfig, key):
+            kept[key] = value
+    return kept
+
+
+# ---- reading and writing ---------------------------------------------------------------------------------------
+
+def run_config_from_dict(values: Mapping[str, Any]) -> RunConfig:
+    """A validated RunConfig; a ConfigError names the first bad keys."""
     try:
-        return cls(**kwargs)
-    except TypeError as error:  # a required key is missing
-        raise ConfigError(f"{where or 'config'}: {error}") from None
-
-
-def run_config_from_dict(values: dict[str, Any]) -> RunConfig:
-    return _build(RunConfig, values)
+        return _RUN_CONFIG.validate_python(dict(values))
+    except ValidationError as error:
+        raise ConfigError(describe_errors(error, RunConfig)) from None
 
 
 def load_run_config(path: str | Path) -> RunConfig:
@@ -268,3 +377,58 @@ def load_run_config(path: str | Path) -> RunConfig:
 
 def save_run_config(config: RunConfig, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+# ---- messages --------------------------------------------------------------------------------------------------
+
+MAX_REPORTED_ERRORS = 3
+
+
+def describe_errors(error: ValidationError, root: type, where: Callable[[str], str] = str) -> str:
+    """One line for a pydantic ValidationError of `root`: each bad key with what is wrong and the value given.
+
+    `where(key)` may add where the key came from (the workflow names the configuration file).
+    """
+    messages: dict[str, str] = {}  # the first problem of each key: later ones follow from it
+    for detail in error.errors(include_url=False):
+        # List positions and the marker of a mapping's key are not keys a user writes.
+        key = ".".join(str(part) for part in detail["loc"] if not isinstance(part, int) and part != "[key]")
+        messages.setdefault(key, f"{where(key) if key else 'config'}: {_explain(detail, key, root)}")
+    shown = list(messages.values())[:MAX_REPORTED_ERRORS]
+    hidden = len(messages) - len(shown)
+    return "; ".join(shown) + (f" (and {hidden} more)" if hidden > 0 else "")
+
+
+def _explain(detail: Mapping[str, Any], key: str, root: type) -> str:
+    kind, value = detail["type"], detail.get("input")
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
+        return f"unknown key; known keys here: {', '.join(_known_keys(root, key))}"
+    if kind in ("missing", "missing_argument"):
+        return "required, but not given"
+    if kind == "literal_error":
+        expected = detail["ctx"]["expected"]
+        if all(repr(name) in expected for name in METHOD_NAMES):
+            return f"unknown method {value!r}; choose one of {', '.join(METHOD_NAMES)}"
+        if all(repr(mode) in expected for mode in MODES):
+            return f"unknown mode {value!r}; choose from {', '.join(MODES)}"
+        return f"{value!r} is not one of {expected}"
+    if kind in ("float_type", "float_parsing"):
+        return f"expected a number, got {value!r}"
+    if kind in ("int_type", "int_from_float", "int_parsing"):
+        return f"expected an integer, got {value!r}"
+    if kind == "bool_type":
+        return f"expected true or false, got {value!r}"
+    if kind == "too_short":
+        return f"give at least {detail['ctx']['min_length']}"
+    message = detail["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
+    return f"{message} (got {value!r})" if not isinstance(value, (dict, list, tuple)) else message
+
+
+def _known_keys(root: type, key: str) -> list[str]:
+    cls: Any = root
+    for part in key.split(".")[:-1]:
+        fields = getattr(cls, "__pydantic_fields__", {})
+        if part not in fields:
+            return []
+        cls = fields[part].annotation
+    return sorted(getattr(cls, "__pydantic_fields__", {}))

@@ -1,8 +1,9 @@
 """Meta-test evaluation of one table cell (`kml evaluate --config C --model M [--model M2 ...] --out CSV`).
 
 Every method of a setting is evaluated on the same fixed task set: task t is a pure function of
-(eval.seed, t) on the test split (`evaluation_batches`), balanced over the setting's modes. Each model adapts
-with its own training configuration (e.g. the same number of inner steps as in training).
+(eval.seed, t) on the test split (`kml.tasks.evaluation_tasks`), balanced over the setting's modes. Each model adapts
+with its own training configuration (the same number of inner steps as in training, docs/specification.md
+§7.2); how the evaluation executes (device, task batching, bf16) is this run's (kml/execution.py).
 
 The cell CSV (kml/cell_csv.py; docs/ARCHITECTURE.md, "Cell CSV") holds one row per task and the mean with
 its 95 % intervals per mode and overall.
@@ -20,10 +21,12 @@ from torch import nn
 
 from kml import KmlError, checkpoint
 from kml.cell_csv import cell_frame
-from kml.config import ConfigError, RunConfig, run_config_from_dict
-from kml.data.episodes import evaluation_batches, prefetch
+from kml.config import ConfigError, RunConfig, TrainConfig, run_config_from_dict
+from kml.data.episodes import prefetch
+from kml.execution import Execution, resolve_device
 from kml.methods.registry import build_method, build_multi
-from kml.train import mode_splits, progress_bar, resolve_device, rotated_modes
+from kml.progress import progress_bar
+from kml.tasks import evaluation_tasks
 
 
 class EvaluationError(KmlError, ValueError):
@@ -32,20 +35,15 @@ class EvaluationError(KmlError, ValueError):
 
 def evaluate(config: RunConfig, models: Sequence[str | Path], out: str | Path) -> pd.DataFrame:
     """Evaluate the trained model(s) of one cell on its fixed test tasks; write and return the cell CSV."""
-    model = load_cell_model(config, models)
-    device = resolve_device(config.train.device)
-    model.to(device).eval()
-    batches = evaluation_batches(
-        mode_splits(config, "test"), ways=config.task.ways, shots=config.task.shots,
-        queries=config.task.queries, tasks_per_mode=config.eval.tasks_per_mode, seed=config.eval.seed,
-        meta_batch_size=config.eval.meta_batch_size, rotate_modes=rotated_modes(config),
-    )
+    model, trained = load_cell_model(config, models)
+    # As the model was trained to execute, on this run's device.
+    execution = Execution.of(trained, device=resolve_device(config.train.device))
+    model.to(execution.device).eval()
     task_ids, modes, accuracies = [], [], []
     total = config.eval.tasks_per_mode * len(config.modes)
     with torch.no_grad(), progress_bar(total=total, desc=f"evaluate {config.method}", unit="task") as bar:
-        on_gpu = device.type == "cuda"
-        for batch in prefetch(batches, pin_memory=on_gpu):
-            result = model(batch.to(device, non_blocking=on_gpu))
+        for batch in prefetch(evaluation_tasks(config), pin_memory=execution.pin_memory):
+            result = execution.run(model, execution.to_device(batch))
             task_ids += batch.task_ids
             modes += batch.modes
             accuracies += result.task_accuracies.tolist()
@@ -56,10 +54,12 @@ def evaluate(config: RunConfig, models: Sequence[str | Path], out: str | Path) -
     return frame
 
 
-def load_cell_model(config: RunConfig, models: Sequence[str | Path]) -> nn.Module:
-    """The cell's trained model: the one joint model, or for multi_* one member per mode, routed by mode."""
+def load_cell_model(config: RunConfig, models: Sequence[str | Path]) -> tuple[nn.Module, TrainConfig]:
+    """The cell's trained model (the one joint model, or for multi_* one member per mode, routed by mode) and
+    the training settings it was trained with (the first member's, for multi_*)."""
     members = [_load_member(config, Path(path)) for path in models]
-    if not config.method.startswith("multi_"):
+    trained = members[0][1].train
+    if not config.spec.multi:
         if len(members) != 1:
             raise EvaluationError(f"{config.method} takes exactly one --model, got {len(members)}: "
                                   f"{', '.join(map(str, models))}")
@@ -68,7 +68,7 @@ def load_cell_model(config: RunConfig, models: Sequence[str | Path]) -> nn.Modul
             raise EvaluationError(f"{path}: trained on modes {list(member.modes)}, but setting "
                                   f"{config.setting!r} has {list(config.modes)}; "
                                   "give the model trained on them")
-        return learner
+        return learner, trained
     by_mode = {}
     for path, member, learner in members:
         if len(member.modes) != 1 or member.modes[0] not in config.modes or member.modes[0] in by_mode:
@@ -80,7 +80,7 @@ def load_cell_model(config: RunConfig, models: Sequence[str | Path]) -> nn.Modul
     if missing:
         raise EvaluationError(f"{config.method}: no --model for mode(s) {', '.join(missing)}; "
                               "give one trained model per mode of the setting")
-    return build_multi(by_mode)
+    return build_multi(by_mode), trained
 
 
 def _load_member(config: RunConfig, path: Path) -> tuple[Path, RunConfig, nn.Module]:

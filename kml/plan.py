@@ -1,8 +1,8 @@
 """The workflow's plan: which jobs exist, where their files go and the run configuration of each.
 
 Everything here is a pure function of the workflow configuration (`config.yaml`, after Snakemake merged any
-`--configfile` overlay and validated it against `workflow/schemas/config.schema.yaml`). The Snakefile only
-wires these answers to rules, so the composition logic is unit-tested without Snakemake (tests/test_plan.py).
+`--configfile` overlay; validated by kml/workflow_config.py). The Snakefile only wires these answers to
+rules, so the composition logic is unit-tested without Snakemake (tests/test_plan.py).
 
 How a run configuration is composed (a `kml.config.RunConfig` as a plain dict):
 
@@ -11,10 +11,10 @@ How a run configuration is composed (a `kml.config.RunConfig` as a plain dict):
    `overrides.method[<method>]` and, for a Multi-* member only, `overrides.multi_member[<family>][<mode>]`;
 2. what the workflow decides: `method`, `modes`, `setting`, `task.shots`, `data.files`, and
    `train.extra_checkpoints` (the transference snapshots) for the models the transference analysis reads;
-3. only the keys that can change the job's result are kept (`_uses`): a training never sees `eval` or
-   `transference`, MAML runs never see `protonet`, unmodulated methods never see `model.kml_form`, and
-   evaluation and transference (which rebuild each model from the configuration saved with it) see only the
-   tasks, the image size, where to run and their own section.
+3. only the keys that can change the job's result are kept (each key declares its readers in kml/config.py,
+   `ReadBy`): a training never sees `eval` or `transference`, MAML runs never see `protonet`, unmodulated
+   methods never see `model.kml_form`, and evaluation and transference (which rebuild each model from the
+   configuration saved with it) see only the tasks, the image size, how to execute and their own section.
    The dict is the job's Snakemake `params`, so editing one value in config.yaml reruns exactly the jobs
    whose result it can change (and what is built from them), and nothing else.
 
@@ -34,22 +34,18 @@ from __future__ import annotations
 import copy
 import re
 import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
 
 from kml import MODES, KmlError
-from kml.config import ConfigError, run_config_from_dict
+from kml.config import SECTIONS, ConfigError, read_values, run_config_from_dict
+from kml.methods.table import METHODS
+from kml.workflow_config import SINGLE, validate_workflow_config
 
-MODULATED = frozenset({"mmaml", "mmaml_kml", "mprotonet", "mprotonet_kml"})
-KERNEL_MODULATED = frozenset({"mmaml_kml", "mprotonet_kml"})
-# The RunConfig sections config.yaml shares between runs.
-RUN_SECTIONS = ("task", "data", "model", "maml", "protonet", "optim", "train", "eval", "transference")
-
-SINGLE = "single"  # results/models/single/...: reserved, so no setting may take this name
 PROCESSED_DIR = "data/processed"
 MODELS_DIR = "results/models"
 EVAL_DIR = "results/eval"
@@ -83,15 +79,7 @@ TRANSFERENCE_FIGURES = ("histograms", "checkpoints", "kml")
 
 
 class PlanError(ConfigError):
-    """The workflow configuration is consistent with its schema but asks for something impossible."""
-
-
-def family_of(method: str) -> str:
-    return "protonet" if "protonet" in method else "maml"
-
-
-def is_multi(method: str) -> bool:
-    return method.startswith("multi_")
+    """The workflow configuration is valid key by key but asks for something impossible as a whole."""
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -121,31 +109,6 @@ def alternation(names: Iterable[str]) -> str:
     """A regular expression matching exactly the given names (for Snakemake wildcard constraints)."""
     names = sorted(set(names), key=lambda n: (-len(n), n))
     return "|".join(re.escape(n) for n in names) if names else "(?!)"
-
-
-def _uses(purpose: str, section: str, key: str, method: str, modes: tuple[str, ...],
-          sections: Mapping[str, Any]) -> bool:
-    """Whether `section.key` can change what `kml {purpose}` computes for `method` on `modes`."""
-    if section in ("eval", "transference"):
-        return purpose == {"eval": "evaluate", "transference": "transference"}[section]
-    if (section, key) == ("data", "omniglot_rotation"):
-        return "omniglot" in modes
-    if purpose != "train":
-        # `kml evaluate` and `kml transference` rebuild each model from the configuration saved with it
-        # (model.pt, snapshots); of the run configuration they read only which tasks, the image size the
-        # model expects of the data, and where to run.
-        return section == "task" or (section, key) in {("model", "image_size"), ("train", "device")}
-    if section in ("maml", "protonet"):
-        return section == family_of(method)
-    if (section, key) == ("data", "mode_assignment"):
-        return len(modes) > 1  # how a meta-batch mixes modes
-    if (section, key) in {("model", "embedding_dim"), ("model", "query_embedding"), ("optim", "modulation_lr")}:
-        return method in MODULATED
-    if (section, key) == ("model", "kml_form"):
-        return method in KERNEL_MODULATED
-    if (section, key) == ("optim", "lr_decay_factor"):
-        return sections["optim"].get("lr_decay_every") is not None
-    return True
 
 
 class _Job:
@@ -230,14 +193,16 @@ class TransferenceRun(_Job):
 class Plan:
     """Every job of the workflow for one configuration, built and checked once when the Snakefile loads."""
 
-    def __init__(self, config: Mapping[str, Any]):
+    def __init__(self, config: Mapping[str, Any], files: Sequence[str | Path] = ()):
+        """`config`: the merged workflow configuration; `files`: the configuration files it was merged from,
+        in that order, named in errors."""
+        config = validate_workflow_config(config, files)
         self.config = config
         self.settings: dict[str, tuple[str, ...]] = {
             name: tuple(m for m in MODES if m in modes) for name, modes in config["settings"].items()
         }
         self.methods: tuple[str, ...] = tuple(config["methods"])
         self.shots: tuple[int, ...] = tuple(config["shots"])
-        self._check_settings()
         analysis = config["transference_runs"]
         self.transference_setting: str = analysis["setting"]
         self.transference_methods: tuple[str, ...] = tuple(analysis["methods"])
@@ -258,14 +223,6 @@ class Plan:
                 self.transference[run.name] = run
 
     # ---- checks beyond the schema --------------------------------------------------------------------------
-    def _check_settings(self) -> None:
-        if SINGLE in self.settings:
-            raise PlanError(f"settings.{SINGLE}: this name is reserved for the Multi-* members' folder "
-                            f"({MODELS_DIR}/{SINGLE}/); rename the setting")
-        for name, modes in self.settings.items():
-            if len(modes) != len(self.config["settings"][name]):
-                raise PlanError(f"settings.{name}: {list(self.config['settings'][name])} lists a mode twice")
-
     def _check_transference(self) -> None:
         if not self.transference_checkpoints:
             return
@@ -274,23 +231,21 @@ class Plan:
             raise PlanError(f"{where}.setting: {self.transference_setting!r} is not one of the settings "
                             f"({', '.join(self.settings)})")
         for method in self.transference_methods:
-            if is_multi(method) or method not in self.methods:
+            if method not in self.methods:
                 raise PlanError(f"{where}.methods: {method!r} must be a jointly trained method listed in methods "
-                                f"({', '.join(m for m in self.methods if not is_multi(m))})")
+                                f"({', '.join(m for m in self.methods if not METHODS[m].multi)})")
         modes = self.settings[self.transference_setting]
         for key in ("source_mode", "target_mode"):
             mode = self.config["transference"][key]
             if mode not in modes:
                 raise PlanError(f"transference.{key}: {mode!r} is not a mode of setting "
                                 f"{self.transference_setting} ({', '.join(modes)})")
-        if min(self.transference_checkpoints) < 1:
-            raise PlanError(f"{where}.checkpoints: iterations count from 1, got {list(self.transference_checkpoints)}")
 
     # ---- run configurations --------------------------------------------------------------------------------
     def _sections(self, method: str, member_mode: str | None = None) -> dict[str, Any]:
         overrides = self.config["overrides"]
-        family = family_of(method)
-        sections = {name: dict(self.config[name]) for name in RUN_SECTIONS}
+        family = METHODS[method].family
+        sections = {name: dict(self.config[name]) for name in SECTIONS}
         layers = [overrides["family"].get(family), overrides["method"].get(method)]
         if member_mode is not None:
             layers.append(overrides["multi_member"].get(family, {}).get(member_mode))
@@ -306,11 +261,8 @@ class Plan:
         values: dict[str, Any] = {"method": method, "modes": list(modes)}
         if setting is not None:
             values["setting"] = setting
-        for section in RUN_SECTIONS:
-            kept = {key: value for key, value in sections[section].items()
-                    if key == "files" or _uses(purpose, section, key, method, modes, sections)}
-            if kept:
-                values[section] = kept
+        # Only what the job reads: its Snakemake params, so a changed value reruns exactly the jobs it affects.
+        values = read_values({**values, **sections}, purpose)
         try:
             run_config_from_dict(values)
         except KmlError as error:
@@ -338,8 +290,8 @@ class Plan:
         return training
 
     def _cell(self, setting: str, modes: tuple[str, ...], method: str, shots: int) -> Cell:
-        if is_multi(method):
-            family = family_of(method)
+        if METHODS[method].multi:
+            family = METHODS[method].family
             trainings = tuple(
                 self._training(f"{SINGLE}/{family}/{mode}/{shots}shot", method, (mode,), None, shots, mode)
                 for mode in modes

@@ -3,7 +3,7 @@
 Iterations count updates from 1. Update i uses meta-batch i (a pure function of (train.seed, i)) and the
 learning rates lr * lr_decay_factor ** (i // lr_decay_every): with lr_decay_every = 10000 the first halving
 takes effect at update 10000 itself, exactly as the released KML code halves "before the step at i = 10k"
-(REFERENCE §3.1, §7.13; its i also counts updates from 1). checkpoints/iter{N}.pt is the state after N
+(docs/specification.md §6.2, §6.4; its i also counts updates from 1). checkpoints/iter{N}.pt is the state after N
 updates (the released code's `_N.pt` is written before update N, so it holds N-1).
 
 A checkpoint holds the model, both optimizers, every RNG state, the log window and the elapsed time, so a
@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import math
 import re
-import resource
 import signal
 import sys
 import threading
@@ -37,20 +36,19 @@ from typing import Any
 
 import torch
 import yaml
-from tqdm import tqdm
 
 from kml import Interrupted, KmlError, checkpoint
-from kml.config import OptimConfig, RunConfig
-from kml.data.episodes import ROTATED_MODES, MultimodalSampler, SplitImages, load_splits, prefetch
+from kml.config import OptimConfig, RunConfig, read_values
+from kml.data.episodes import MultimodalSampler, prefetch
 from kml.diskspace import write_errors_explained
+from kml.execution import Execution, peak_memory_mb
 from kml.locks import exclusive_lock
 from kml.methods.base import MetaLearner
 from kml.methods.registry import build_method
+from kml.progress import progress_bar
+from kml.tasks import training_sampler
 
 CHECKPOINT_NAME = re.compile(r"iter(\d{6,})\.pt")
-# Config sections that do not change what training computes: a resume may differ in them.
-NOT_TRAINING = ("setting", "eval", "transference")
-NOT_TRAINING_TRAIN_KEYS = ("device",)
 # What to do with a run folder whose resume state or model was made with another training configuration.
 REFUSE, SET_ASIDE = "refuse", "set-aside"
 # What a run writes in its folder, all of it moved together when a run is set aside.
@@ -59,9 +57,6 @@ LOCK_FILE = "train.lock"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 Optimizers = dict[str, torch.optim.Adam]  # "base" and, for modulated methods, "modulation"
-# Progress-bar refresh when stderr is a file (a Snakemake log) rather than a terminal: a line every 30 s
-# instead of ten a second keeps a 60k-iteration run's log small.
-LOG_FILE_REFRESH_SECONDS = 30.0
 
 
 class TrainingError(KmlError, RuntimeError):
@@ -86,13 +81,13 @@ def train(config: RunConfig, out: str | Path, on_config_change: str = REFUSE) ->
                 _report(f"{out} is already complete (model.pt, iteration {model['iteration']}); nothing to do")
                 return final
         _check_schedule(config)
-        device = resolve_device(config.train.device)
-        method = build_method(config).to(device)
+        execution = Execution.of(config.train)
+        method = build_method(config).to(execution.device)
         optimizers = build_optimizers(method, config.optim)
         progress = _start(config, out, method, optimizers, on_config_change)
         sampler = training_sampler(config)
         log = _Log(out / "log.csv", config.modes, progress.iteration)
-        _run(config, out, sampler, method, optimizers, progress, log, device)
+        _run(config, out, sampler, method, optimizers, progress, log, execution)
         _publish(config, out, method)
         return final
 
@@ -106,43 +101,8 @@ def _report(message: str) -> None:
     print(f"kml train: {message}", file=sys.stderr)
 
 
-def resolve_device(name: str) -> torch.device:
-    """train.device: "auto" is the GPU when there is one, else the CPU; anything else as torch spells it."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def mode_splits(config: RunConfig, split: str) -> dict[str, SplitImages]:
-    """Split `split` of every mode of `config`, after checking each file is given and has the model's size."""
-    missing = [mode for mode in config.modes if mode not in config.data.files]
-    if missing:
-        example = f"data.files.{missing[0]}: data/processed/{missing[0]}-{config.model.image_size}.h5"
-        raise TrainingError(f"data.files: no prepared file for mode(s) {', '.join(missing)}; "
-                            f"add e.g. {example}")
-    splits = load_splits({mode: config.data.files[mode] for mode in config.modes}, split)
-    for images in splits.values():
-        if images.image_size != config.model.image_size:
-            raise TrainingError(f"{images.origin}: images are {images.image_size} px but model.image_size is "
-                                f"{config.model.image_size}; prepare the file with --image-size "
-                                f"{config.model.image_size} or change model.image_size")
-    return splits
-
-
-def rotated_modes(config: RunConfig) -> frozenset[str]:
-    return ROTATED_MODES if config.data.omniglot_rotation else frozenset()
-
-
-def training_sampler(config: RunConfig) -> MultimodalSampler:
-    return MultimodalSampler(
-        mode_splits(config, "train"), ways=config.task.ways, shots=config.task.shots,
-        queries=config.task.queries, meta_batch_size=config.train.meta_batch_size, seed=config.train.seed,
-        mode_assignment=config.data.mode_assignment, rotate_modes=rotated_modes(config),
-    )
-
-
 def build_optimizers(method: MetaLearner, optim: OptimConfig) -> Optimizers:
-    """Two Adams (REFERENCE §3): the base network at optim.lr, the modulation network (if any) at
+    """Two Adams (docs/specification.md §6.1): the base network at optim.lr, the modulation network (if any) at
     optim.modulation_lr."""
     groups = method.parameter_groups()
     optimizers = {"base": torch.optim.Adam(groups["base"], lr=optim.lr)}
@@ -168,26 +128,13 @@ def set_learning_rates(optimizers: Optimizers, optim: OptimConfig, iteration: in
 
 
 def _check_schedule(config: RunConfig) -> None:
-    schedule = config.train
-    if schedule.iterations < 1:
-        raise TrainingError(f"train.iterations: must be at least 1, got {schedule.iterations}")
-    for key in ("checkpoint_every", "log_every"):
-        if getattr(schedule, key) < 1:
-            raise TrainingError(f"train.{key}: must be at least 1, got {getattr(schedule, key)}")
-    outside = [n for n in schedule.extra_checkpoints if not 1 <= n <= schedule.iterations]
+    outside = config.train.checkpoints_beyond_run()
     if outside:
-        # Their snapshots would never appear, and the workflow would wait for them forever.
-        raise TrainingError(f"train.extra_checkpoints: {outside} lie outside 1..{schedule.iterations} "
+        raise TrainingError(f"train.extra_checkpoints: {outside} lie outside 1..{config.train.iterations} "
                             "(train.iterations); remove them or train longer")
-    if config.method.startswith("multi_") and len(config.modes) != 1:
+    if config.spec.multi and len(config.modes) != 1:
         raise TrainingError(f"modes: a {config.method} run trains one member on one mode, got "
                             f"{list(config.modes)}; train one run per mode")
-
-
-def _training_view(values: dict[str, Any]) -> dict[str, Any]:
-    kept = {key: value for key, value in values.items() if key not in NOT_TRAINING}
-    kept["train"] = {key: value for key, value in kept["train"].items() if key not in NOT_TRAINING_TRAIN_KEYS}
-    return kept
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -203,7 +150,8 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def _same_run(config: RunConfig, recorded: dict[str, Any], path: Path, out: Path, on_config_change: str) -> bool:
     """True if `path` (in run folder `out`) was made with `config`'s training configuration. If not, refuse
     to continue or reuse it, or with SET_ASIDE move the run aside and return False."""
-    now, then = _flatten(_training_view(config.to_dict())), _flatten(_training_view(recorded))
+    now, then = (_flatten(read_values(config.to_dict(), "train", resumable=False)),
+                 _flatten(read_values(recorded, "train", resumable=False)))
     changed = "; ".join(f"{key}: {then.get(key)!r} there, {now.get(key)!r} now"
                         for key in sorted(now.keys() | then.keys()) if now.get(key) != then.get(key))
     if not changed:
@@ -352,24 +300,10 @@ def _format(value: float) -> str:
     return str(value) if isinstance(value, int) else f"{value:.6g}"
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak GPU memory allocated by tensors on CUDA; peak resident set size of the process on the CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    kilobytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS, KiB on Linux
-    return kilobytes / 2**20 if sys.platform == "darwin" else kilobytes / 2**10
-
-
 def _gradients_finite(optimizers: Optimizers) -> bool:
     grads = [p.grad for optimizer in optimizers.values() for group in optimizer.param_groups
              for p in group["params"] if p.grad is not None]
     return bool(torch.stack([torch.linalg.vector_norm(g) for g in grads]).isfinite().all())
-
-
-def progress_bar(iterable=None, **options) -> tqdm:
-    """A tqdm bar on stderr: live on a terminal, every LOG_FILE_REFRESH_SECONDS in a log file."""
-    refresh = {} if sys.stderr.isatty() else {"mininterval": LOG_FILE_REFRESH_SECONDS}
-    return tqdm(iterable, file=sys.stderr, dynamic_ncols=True, **refresh, **options)
 
 
 def _diverged(iteration: int, what: str, out: Path) -> TrainingError:
@@ -417,7 +351,7 @@ def _signal_name(number: int) -> str:
 
 
 def _run(config: RunConfig, out: Path, sampler: MultimodalSampler, method: MetaLearner,
-         optimizers: Optimizers, progress: _Progress, log: _Log, device: torch.device) -> None:
+         optimizers: Optimizers, progress: _Progress, log: _Log, execution: Execution) -> None:
     schedule = config.train
     checkpointed = set(schedule.extra_checkpoints) | {schedule.iterations}  # the last: kept after the end
     method.train()
@@ -425,14 +359,13 @@ def _run(config: RunConfig, out: Path, sampler: MultimodalSampler, method: MetaL
     iterations = range(progress.iteration + 1, schedule.iterations + 1)
     bar = progress_bar(iterations, initial=progress.iteration, total=schedule.iterations,
                        desc=f"train {config.method}")
-    on_gpu = device.type == "cuda"
-    batches = prefetch(map(sampler.meta_batch, iterations), pin_memory=on_gpu)
+    batches = prefetch(map(sampler.meta_batch, iterations), pin_memory=execution.pin_memory)
     try:
         with bar, _StopSignals().installed() as stop, closing(batches):
             for iteration, host_batch in zip(bar, batches, strict=True):
                 set_learning_rates(optimizers, config.optim, iteration)
-                batch = host_batch.to(device, non_blocking=on_gpu)
-                result = method(batch)
+                batch = execution.to_device(host_batch)
+                result = execution.run(method, batch)
                 loss = result.loss.item()
                 if not math.isfinite(loss):
                     raise _diverged(iteration, f"the loss is {loss}", out)
@@ -450,7 +383,7 @@ def _run(config: RunConfig, out: Path, sampler: MultimodalSampler, method: MetaL
                 row = progress.window_row(config.modes)
                 bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.3f}", refresh=False)
                 if iteration % schedule.log_every == 0:
-                    log.append({**row, "seconds": progress.seconds, "peak_memory_mb": peak_memory_mb(device)})
+                    log.append({**row, "seconds": progress.seconds, "peak_memory_mb": peak_memory_mb(execution.device)})
                     progress = _Progress(progress.iteration, progress.seconds)  # a fresh window
                 stopping = stop.received  # read once: a later signal waits for the next iteration
                 if iteration % schedule.checkpoint_every == 0 or iteration in checkpointed or stopping:

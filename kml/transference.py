@@ -45,9 +45,10 @@ from tqdm import tqdm
 from kml import KmlError, checkpoint
 from kml.config import RunConfig, TransferenceConfig, run_config_from_dict
 from kml.data.episodes import MetaBatch, SplitImages, fixed_tasks
+from kml.execution import resolve_device
 from kml.methods.base import MetaLearner
 from kml.methods.registry import build_method
-from kml.train import mode_splits, resolve_device, rotated_modes
+from kml.tasks import mode_splits, rotated_modes
 
 # Random streams of the fixed tasks (kml.data.episodes: training uses 0, evaluation 1).
 SOURCE_STREAM = 2

@@ -11,9 +11,10 @@ from synthetic import one_thread, small_run_config, synthetic_files  # noqa: F40
 
 from kml import checkpoint
 from kml.cell_csv import COLUMNS
-from kml.config import METHODS, RunConfig
+from kml.config import RunConfig
 from kml.evaluate import EvaluationError, evaluate
 from kml.methods.registry import build_method
+from kml.methods.table import METHOD_NAMES
 from kml.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -71,7 +72,7 @@ def _rows(frame, kind, mode=None):
     return rows if mode is None else rows[rows["mode"] == mode]
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", METHOD_NAMES)
 def test_every_method_learns(method, files, trained, tmp_path):
     cell = _config(files, method)
     models = [trained(method, modes) for modes in _member_modes(method)]

@@ -1,5 +1,5 @@
-"""The fast path: the vectorized forward (vmap over a meta-batch's tasks) computes what the reference per-task
-loop computes, losses and gradients, in float32, for every joint method, first and second order; and the
+"""The fast path: the vectorized execution (vmap over a meta-batch's tasks, kml/execution.py) computes what the
+reference per-task loop computes, losses and gradients, in float32, for every joint method, first and second order; and the
 training benchmark runs end to end in its quick mode (nothing about time is asserted).
 
 Tiny networks on 16-px images (four stride-2 layers leave 1x1 feature maps: batch-statistics BatchNorm over
@@ -14,7 +14,8 @@ import torch
 
 from kml.bench import CSV_COLUMNS, EQUIVALENCE_TOLERANCE, JOINT_METHODS, gradient_errors, relative_error
 from kml.cli import main
-from kml.config import MAMLConfig, ModelConfig, RunConfig, TaskConfig
+from kml.config import MAMLConfig, ModelConfig, RunConfig, TaskConfig, TrainConfig
+from kml.execution import Execution
 from kml.methods.registry import build_method
 
 WAYS, SHOTS, QUERIES, SIZE, TASKS = 3, 3, 4, 16, 4
@@ -24,15 +25,20 @@ CASES = [(method, first_order) for method in JOINT_METHODS for first_order in (F
          if not (first_order and "protonet" in method)]  # ProtoNet has no inner loop to make first order
 
 
-def build(method, first_order, task_batching):
+CPU = torch.device("cpu")
+
+
+def build(method, first_order):
     config = RunConfig(
         method=method, modes=("fc100",), task=TaskConfig(ways=WAYS, shots=SHOTS, queries=QUERIES),
         model=ModelConfig(channels=(4, 6, 5, 3), image_size=SIZE, embedding_dim=5),
         maml=MAMLConfig(inner_steps=3, first_order=first_order),
     )
-    model = build_method(config)
-    model.task_batching = task_batching
-    return model
+    return build_method(config)
+
+
+def execution(task_batching, device=CPU, **options):
+    return Execution.of(TrainConfig(task_batching=task_batching, **options), device)
 
 
 def tasks(seed=0):
@@ -47,19 +53,20 @@ def tasks(seed=0):
     return images(SHOTS), labels(SHOTS), images(QUERIES), labels(QUERIES)
 
 
-def losses_and_gradients(model, batch):
-    result = model.forward_tasks(*batch)
+def losses_and_gradients(model, batch, execution):
+    result = execution.run_tasks(model, *batch)
     params = dict(model.named_parameters())
     return result, dict(zip(params, torch.autograd.grad(result.loss, list(params.values())), strict=True))
 
 
 @pytest.mark.parametrize(("method", "first_order"), CASES)
 def test_vectorized_and_per_task_paths_give_the_same_losses_and_gradients(method, first_order):
-    fast, reference = build(method, first_order, "vmap"), build(method, first_order, "loop")
-    assert fast.batches_tasks(torch.device("cpu")) and not reference.batches_tasks(torch.device("cpu"))
+    fast, reference = build(method, first_order), build(method, first_order)
+    vmapped, looped = execution("vmap"), execution("loop")
+    assert vmapped.vmap_tasks and not looped.vmap_tasks
     batch = tasks()
-    fast_result, fast_grads = losses_and_gradients(fast, batch)
-    ref_result, ref_grads = losses_and_gradients(reference, batch)
+    fast_result, fast_grads = losses_and_gradients(fast, batch, vmapped)
+    ref_result, ref_grads = losses_and_gradients(reference, batch, looped)
     assert relative_error(fast_result.task_losses, ref_result.task_losses) < EQUIVALENCE_TOLERANCE
     assert torch.equal(fast_result.task_accuracies, ref_result.task_accuracies)
     errors = gradient_errors(fast_grads, ref_grads)
@@ -71,10 +78,10 @@ def test_vectorized_and_per_task_paths_give_the_same_losses_and_gradients(method
 
 @pytest.mark.parametrize(("method", "first_order"), CASES)
 def test_in_float64_the_two_paths_agree_to_rounding(method, first_order):
-    fast, reference = build(method, first_order, "vmap").double(), build(method, first_order, "loop").double()
+    fast, reference = build(method, first_order).double(), build(method, first_order).double()
     batch = tuple(x.double() if x.is_floating_point() else x for x in tasks())
-    fast_result, fast_grads = losses_and_gradients(fast, batch)
-    ref_result, ref_grads = losses_and_gradients(reference, batch)
+    fast_result, fast_grads = losses_and_gradients(fast, batch, execution("vmap"))
+    ref_result, ref_grads = losses_and_gradients(reference, batch, execution("loop"))
     assert relative_error(fast_result.task_losses, ref_result.task_losses) < FLOAT64_TOLERANCE
     assert max(gradient_errors(fast_grads, ref_grads).values()) < FLOAT64_TOLERANCE
 
@@ -85,10 +92,9 @@ def test_channels_last_computes_the_same_in_float64(method):
     (in float32 its oneDNN kernels round differently, README: Performance)."""
     layouts = {}
     for channels_last in (False, True):
-        model = build(method, False, "loop").double()
-        model.channels_last = channels_last
+        model = build(method, False).double()
         batch = tuple(x.double() if x.is_floating_point() else x for x in tasks())
-        layouts[channels_last] = losses_and_gradients(model, batch)
+        layouts[channels_last] = losses_and_gradients(model, batch, execution("loop", channels_last=channels_last))
     (nchw, nchw_grads), (nhwc, nhwc_grads) = layouts[False], layouts[True]
     assert relative_error(nhwc.task_losses, nchw.task_losses) < FLOAT64_TOLERANCE
     assert max(gradient_errors(nhwc_grads, nchw_grads).values()) < FLOAT64_TOLERANCE
@@ -98,17 +104,18 @@ def test_channels_last_computes_the_same_in_float64(method):
 def test_the_comparison_resolves_first_from_second_order(method):
     """The tolerance is tight enough to fail: dropping the second-order terms exceeds it by far."""
     batch = tasks()
-    _, second = losses_and_gradients(build(method, False, "vmap"), batch)
-    _, first = losses_and_gradients(build(method, True, "vmap"), batch)
+    _, second = losses_and_gradients(build(method, False), batch, execution("vmap"))
+    _, first = losses_and_gradients(build(method, True), batch, execution("vmap"))
     assert max(gradient_errors(first, second).values()) > 100 * EQUIVALENCE_TOLERANCE
 
 
 @pytest.mark.parametrize("method", ["mmaml_kml", "mprotonet"])
 def test_vectorized_evaluation_matches_the_loop_and_keeps_no_graph(method):
-    fast, reference = build(method, False, "vmap").eval(), build(method, False, "loop").eval()
+    fast, reference = build(method, False).eval(), build(method, False).eval()
     batch = tasks(seed=1)
     with torch.no_grad():
-        fast_result, ref_result = fast.forward_tasks(*batch), reference.forward_tasks(*batch)
+        fast_result = execution("vmap").run_tasks(fast, *batch)
+        ref_result = execution("loop").run_tasks(reference, *batch)
     assert fast_result.loss.grad_fn is None
     assert relative_error(fast_result.task_losses, ref_result.task_losses) < EQUIVALENCE_TOLERANCE
     assert torch.equal(fast_result.task_accuracies, ref_result.task_accuracies)
@@ -116,15 +123,13 @@ def test_vectorized_evaluation_matches_the_loop_and_keeps_no_graph(method):
 
 def test_auto_batching_loops_on_the_cpu_and_vmaps_on_the_gpu():
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    for method in JOINT_METHODS:
-        auto = build(method, False, "auto")
-        assert not auto.batches_tasks(cpu) and auto.batches_tasks(gpu)
+    for _ in JOINT_METHODS:  # one policy for every method, training, evaluation and transference alike
+        assert not execution("auto", cpu).vmap_tasks and execution("auto", gpu).vmap_tasks
 
 
 def test_bf16_autocast_keeps_float32_losses_and_accuracies():
-    model = build("mmaml_kml", False, "vmap")
-    model.amp_bf16 = True
-    result = model.forward_tasks(*tasks())
+    model = build("mmaml_kml", False)
+    result = execution("vmap", amp_bf16=True).run_tasks(model, *tasks())
     assert result.task_losses.dtype == result.task_accuracies.dtype == torch.float32
     hits = result.task_accuracies * WAYS * QUERIES  # whole numbers, which a bfloat16 mean would not give back
     torch.testing.assert_close(hits, hits.round(), rtol=0, atol=1e-5)

@@ -101,8 +101,8 @@ def test_first_order_meta_gradient_is_the_query_gradient_at_the_adapted_weights(
         modulation = model.modulation(support_x)
     # independently: a copy of the base network trained by plain SGD, then the query loss's gradient there
     learner = copy.deepcopy(model.backbone)
-    sgd = torch.optim.SGD(learner.parameters(), lr=model.config.inner_lr)
-    for _ in range(model.config.inner_steps):
+    sgd = torch.optim.SGD(learner.parameters(), lr=model.inner_lr)
+    for _ in range(model.inner_steps):
         sgd.zero_grad()
         F.cross_entropy(learner(support_x, modulation), support_y).backward()
         sgd.step()

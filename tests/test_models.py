@@ -8,8 +8,9 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from kml.config import METHODS, RunConfig
+from kml.config import RunConfig
 from kml.methods.registry import build_method, describe_parameters
+from kml.methods.table import METHOD_NAMES
 from kml.models.backbone import ConvBackbone, feature_map_size
 from kml.models.encoder import TaskEncoder
 from kml.models.modulation import FiLMGenerator, KMLGenerator, released_factor_shape
@@ -35,7 +36,7 @@ PAPER_COUNTS = {
 }
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", METHOD_NAMES)
 def test_parameter_counts_at_84px_are_the_spec(method):
     model = build_method(RunConfig(method=method, modes=("fc100",)))
     assert (count(model.backbone), count(model.encoder), count(model.generator)) == PAPER_COUNTS[method]

@@ -16,9 +16,10 @@ import pytest
 from kml import KmlError
 from kml.cell_csv import COLUMNS
 from kml.cli import main
+from kml.methods.table import METHOD_LABELS
 from kml.report import report_accuracy, report_claims
 from kml.report.claims import CLAIMS_COLUMNS, paper_comparisons
-from kml.report.paper import METHOD_LABELS, SETTING_LABELS
+from kml.report.paper import SETTING_LABELS
 from kml.report.summary import intervals_overlap, read_cells, summarize
 from kml.report.tables import best_mask, claims_table, escape_latex, family_table, write_tables
 from kml.stats import VERDICTS

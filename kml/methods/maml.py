@@ -1,10 +1,10 @@
-"""MAML's inner loop (REFERENCE §3.2), shared by MAML, MMAML (FiLM) and MMAML+KML.
+"""MAML's inner loop (docs/specification.md §5.1), shared by MAML, MMAML (FiLM) and MMAML+KML.
 
 The modulation is computed once per task and held fixed; the inner loop adapts the backbone's parameters
 (conv W, b and the head) only, with the modulated kernel recomputed from the fast W at every step.
 
 The inner gradient is taken with `torch.func.grad`, not `torch.autograd.grad`: it composes with
-`torch.func.vmap`, so a meta-batch's tasks can adapt together (`MetaLearner.task_batching`), and its result
+`torch.func.vmap`, so a meta-batch's tasks can adapt together (kml/execution.py), and its result
 stays differentiable w.r.t. everything outside the transform, which gives the second-order meta-gradient.
 """
 
@@ -15,15 +15,19 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call, grad
 
-from kml.config import MAMLConfig
 from kml.methods.base import MetaLearner
 from kml.models.backbone import LayerModulation
 
 
 class MAML(MetaLearner):
-    def __init__(self, *args, config: MAMLConfig, **kwargs):
+    def __init__(self, *args, inner_steps: int, inner_lr: float, grad_clamp: float, first_order: bool, **kwargs):
+        """`grad_clamp`: element-wise clamp of the inner-loop gradients, 0 for none; `first_order`: no
+        second-order terms in the meta-gradient."""
         super().__init__(*args, **kwargs)
-        self.config = config
+        self.inner_steps = inner_steps
+        self.inner_lr = inner_lr
+        self.grad_clamp = grad_clamp
+        self.first_order = first_order
 
     def _support_loss(
         self, fast: dict[str, Tensor], support_x: Tensor, support_y: Tensor,
@@ -44,17 +48,16 @@ class MAML(MetaLearner):
         first-order and evaluation cases keep the gradient itself out of the outer graph.
         """
         differentiable = self.training and torch.is_grad_enabled()
-        second_order = differentiable and not self.config.first_order
+        second_order = differentiable and not self.first_order
         fast = dict(self.backbone.named_parameters())
         if not differentiable:
             fast = {name: weight.detach() for name, weight in fast.items()}
-        for _ in range(self.config.inner_steps):
+        for _ in range(self.inner_steps):
             with torch.set_grad_enabled(second_order):
                 grads = grad(self._support_loss)(fast, support_x, support_y, modulation)
-            if self.config.grad_clamp > 0:
-                clamp = self.config.grad_clamp
-                grads = {name: g.clamp(-clamp, clamp) for name, g in grads.items()}
-            fast = {name: weight - self.config.inner_lr * grads[name] for name, weight in fast.items()}
+            if self.grad_clamp > 0:
+                grads = {name: g.clamp(-self.grad_clamp, self.grad_clamp) for name, g in grads.items()}
+            fast = {name: weight - self.inner_lr * grads[name] for name, weight in fast.items()}
         return fast
 
     def query_logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:

@@ -1,10 +1,10 @@
 """Multi-MAML / Multi-ProtoNet at meta-test: one separately trained model per mode, each task routed to
-the model of its ground-truth mode (REFERENCE §2.5). Training a member is training `maml`/`protonet` on one
-mode; this module only routes."""
+the model of its ground-truth mode (docs/specification.md §5.4). Training a member is training `maml`/`protonet`
+on one mode; this module only routes."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import torch
@@ -14,7 +14,16 @@ from kml import KmlError
 from kml.methods.base import EpisodeResult, MetaLearner
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from kml.data.episodes import MetaBatch
+
+# Runs a member on some tasks' tensors (support images, support labels, query images, query labels).
+RunTasks = Callable[[MetaLearner, "Tensor", "Tensor", "Tensor", "Tensor"], EpisodeResult]
+
+
+def _reference(member: MetaLearner, *tasks: Tensor) -> EpisodeResult:
+    return member.forward_tasks(*tasks)
 
 
 class MultiModel(nn.Module):
@@ -22,8 +31,9 @@ class MultiModel(nn.Module):
         super().__init__()
         self.members = nn.ModuleDict(members)
 
-    def forward(self, batch: MetaBatch) -> EpisodeResult:
-        """Each mode's tasks go to its member in one call; results come back in the batch's task order."""
+    def forward(self, batch: MetaBatch, run_tasks: RunTasks = _reference) -> EpisodeResult:
+        """Each mode's tasks go to its member in one call of `run_tasks` (kml/execution.py passes its own);
+        results come back in the batch's task order."""
         missing = sorted(set(batch.modes) - set(self.members))
         if missing:
             raise KmlError(
@@ -34,8 +44,8 @@ class MultiModel(nn.Module):
         for mode in dict.fromkeys(batch.modes):
             tasks = [t for t, m in enumerate(batch.modes) if m == mode]
             index = torch.tensor(tasks, device=batch.support_images.device)
-            result = self.members[mode].forward_tasks(
-                batch.support_images[index], batch.support_labels[index],
+            result = run_tasks(
+                self.members[mode], batch.support_images[index], batch.support_labels[index],
                 batch.query_images[index], batch.query_labels[index],
             )
             order.append(index)
@@ -43,5 +53,4 @@ class MultiModel(nn.Module):
             accuracies.append(result.task_accuracies)
         # position i of the concatenation holds task order[i]; the inverse permutation restores batch order
         inverse = torch.argsort(torch.cat(order))
-        task_losses = torch.cat(losses)[inverse]
-        return EpisodeResult(task_losses.mean(), task_losses, torch.cat(accuracies)[inverse])
+        return EpisodeResult.of(torch.cat(losses)[inverse], torch.cat(accuracies)[inverse])

@@ -1,7 +1,8 @@
-"""Prototypical networks (REFERENCE §2.5), shared by ProtoNet, MProtoNet (FiLM) and MProtoNet+KML.
+"""Prototypical networks (docs/specification.md §5.2), shared by ProtoNet, MProtoNet (FiLM) and MProtoNet+KML.
 
 Labels are turned into one-hot matrices rather than used as slice bounds, so the support rows of each class
-are found wherever they are (the released code's slicing bugs, §7.3, cannot occur) and nothing depends on
+are found wherever they are (the released code's slicing bugs, §5.3 there, cannot
+occur) and nothing depends on
 tensor values in Python.
 """
 

@@ -1,16 +1,9 @@
 """Method names → models (`build_method`), Multi-* ensembles (`build_multi`), and `kml info`.
 
-| method | meta-learner | modulation |
-|---|---|---|
-| maml, multi_maml | MAML | none |
-| mmaml | MAML | FiLM |
-| mmaml_kml | MAML | KML |
-| protonet, multi_protonet | ProtoNet | none |
-| mprotonet | ProtoNet | FiLM |
-| mprotonet_kml | ProtoNet | KML |
-
-A `multi_*` run config trains one member (its `modes` hold the member's single mode), so `build_method`
-gives the plain single-mode model; the evaluator assembles the trained members with `build_multi`.
+What each method is (meta-learner family, modulation, Multi-*) is declared in the method table,
+kml/methods/table.py. A `multi_*` run config trains one member (its `modes` hold the member's single mode), so
+`build_method` gives the plain single-mode model; the evaluator assembles the trained members with
+`build_multi`.
 """
 
 from __future__ import annotations
@@ -20,25 +13,15 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from kml import MODES
-from kml.config import METHODS, ModelConfig, RunConfig, TaskConfig
+from kml.config import ModelConfig, RunConfig, TaskConfig
 from kml.methods.base import MetaLearner
 from kml.methods.maml import MAML
 from kml.methods.multi import MultiModel
 from kml.methods.protonet import ProtoNet
+from kml.methods.table import METHODS
 from kml.models.backbone import ConvBackbone
 from kml.models.encoder import TaskEncoder
 from kml.models.modulation import FiLMGenerator, KMLGenerator
-
-MODULATIONS = {
-    "maml": "none",
-    "multi_maml": "none",
-    "mmaml": "film",
-    "mmaml_kml": "kml",
-    "protonet": "none",
-    "multi_protonet": "none",
-    "mprotonet": "film",
-    "mprotonet_kml": "kml",
-}
 
 
 def _generator(modulation: str, model: ModelConfig) -> FiLMGenerator | KMLGenerator:
@@ -50,26 +33,24 @@ def _generator(modulation: str, model: ModelConfig) -> FiLMGenerator | KMLGenera
 def build_method(config: RunConfig) -> MetaLearner:
     """The untrained model of `config.method`, initialised from `config.train.seed` (the global RNG is left
     as it was), on the CPU."""
-    model = config.model
-    modulation = MODULATIONS[config.method]
+    model, spec = config.model, config.spec
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.train.seed)
-        maml = config.family == "maml"
-        # The released MAML code's BN has no affine parameters; the ProtoNet code's has (REFERENCE §2.1).
+        maml = spec.family == "maml"
+        # The released MAML code's BN has no affine parameters; the ProtoNet code's has
+        # (docs/specification.md §4.1).
         backbone = ConvBackbone(
             model.channels, batch_norm_affine=not maml, num_classes=config.task.ways if maml else None
         )
-        encoder = TaskEncoder(model.channels, model.embedding_dim) if modulation != "none" else None
-        generator = _generator(modulation, model) if modulation != "none" else None
-    speed = {"task_batching": config.train.task_batching, "channels_last": config.train.channels_last,
-             "amp_bf16": config.train.amp_bf16}
+        encoder = TaskEncoder(model.channels, model.embedding_dim) if spec.modulated else None
+        generator = _generator(spec.modulation, model) if spec.modulated else None
     if maml:
-        return MAML(backbone, encoder, generator, query_embedding=model.query_embedding, config=config.maml,
-                    **speed)
-    return ProtoNet(
-        backbone, encoder, generator, query_embedding=model.query_embedding,
-        ways=config.task.ways, transductive=config.protonet.transductive, **speed,
-    )
+        hyperparameters = config.maml
+        return MAML(backbone, encoder, generator, query_embedding=model.query_embedding,
+                    inner_steps=hyperparameters.inner_steps, inner_lr=hyperparameters.inner_lr,
+                    grad_clamp=hyperparameters.grad_clamp, first_order=hyperparameters.first_order)
+    return ProtoNet(backbone, encoder, generator, query_embedding=model.query_embedding, ways=config.task.ways,
+                    transductive=config.protonet.transductive)
 
 
 def build_multi(members: Mapping[str, MetaLearner]) -> MultiModel:
@@ -96,7 +77,7 @@ def describe_parameters(channels: Sequence[int], image_size: int, ways: int) -> 
     for name, method in methods.items():
         base, encoder, generator = _count(method.backbone), _count(method.encoder), _count(method.generator)
         counts = (base, encoder, generator, encoder + generator, base + encoder + generator)
-        note = "  (per mode)" if name.startswith("multi_") else ""
+        note = "  (per mode)" if METHODS[name].multi else ""
         lines.append(f"{name:<16}" + "".join(f"{n:>16,}" for n in counts) + note)
     protonet = methods["protonet"].backbone
     lines.append(f"ProtoNet embedding: {protonet.output_dim(image_size):,}-d")

@@ -13,12 +13,11 @@ from matplotlib.lines import Line2D
 
 from kml import stats
 from kml.cell_csv import MMAML_EVAL_META_BATCH
-from kml.config import METHODS
+from kml.methods.table import METHOD_LABELS, METHOD_NAMES
 from kml.report.claims import COMPARISONS, with_paper_grid
 from kml.report.paper import (
     CHANCE_PCT,
     KEYS,
-    METHOD_LABELS,
     PAPER_WAYS,
     SETTING_LABELS,
     SETTINGS,
@@ -47,8 +46,8 @@ def reproduction_figure(summary: pd.DataFrame, note: str | None = None) -> Figur
     shots = sorted(paper["shots"].unique())
     figure = Figure(figsize=(3.3 * len(SETTINGS) + 1.2, 2.8 * len(shots) + 1.3), layout="constrained")
     axes = figure.subplots(len(shots), len(SETTINGS), sharex=True, sharey=True, squeeze=False)
-    rows = np.arange(len(METHODS))
-    families = paper.drop_duplicates("method").set_index("method").loc[list(METHODS), "family"].to_numpy()
+    rows = np.arange(len(METHOD_NAMES))
+    families = paper.drop_duplicates("method").set_index("method").loc[list(METHOD_NAMES), "family"].to_numpy()
     for i, k in enumerate(shots):
         for j, setting in enumerate(SETTINGS):
             ax = axes[i, j]
@@ -56,7 +55,7 @@ def reproduction_figure(summary: pd.DataFrame, note: str | None = None) -> Figur
             cell = (
                 grid[(grid["setting"] == setting) & (grid["shots"] == k)]
                 .set_index("method")
-                .loc[list(METHODS)]
+                .loc[list(METHOD_NAMES)]
             )
             ax.errorbar(
                 cell["accuracy_paper"],
@@ -75,7 +74,7 @@ def reproduction_figure(summary: pd.DataFrame, note: str | None = None) -> Figur
             ax.set_title(f"{SETTING_LABELS[setting]}, {k}-shot")
             ax.grid(axis="x", alpha=0.3)
             ax.tick_params(labelbottom=True)  # every panel's scale readable in place, though shared
-    axes[0, 0].set_yticks(rows, [METHOD_LABELS[m] for m in METHODS])
+    axes[0, 0].set_yticks(rows, [METHOD_LABELS[m] for m in METHOD_NAMES])
     axes[0, 0].invert_yaxis()  # the paper's method order, top to bottom
     for ax in axes[-1]:
         ax.set_xlabel("meta-test accuracy (%)")

@@ -11,8 +11,9 @@ from pathlib import Path
 import pandas as pd
 
 from kml.cell_csv import MMAML_EVAL_META_BATCH
+from kml.methods.table import FAMILY_LABELS, METHOD_LABELS
 from kml.report.claims import with_paper_grid
-from kml.report.paper import FAMILY_LABELS, KEYS, METHOD_LABELS, SETTING_LABELS, paper_results
+from kml.report.paper import KEYS, SETTING_LABELS, paper_results
 
 MISSING = "--"  # typeset as an en dash
 DECIMALS = 2  # the paper's precision

@@ -40,9 +40,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from kml import KmlError
-from kml.config import METHODS
+from kml.methods.table import METHOD_LABELS, METHOD_NAMES
 from kml.report.csvfiles import read_checked_csv
-from kml.report.paper import METHOD_LABELS, transference_reference
+from kml.report.paper import transference_reference
 from kml.report.tables import caption_with_note, escape_latex, table_float
 from kml.transference import CSV_COLUMNS
 
@@ -142,7 +142,7 @@ def summarize_transference(rows: pd.DataFrame) -> pd.DataFrame:
         records.append(record)
     summary = pd.DataFrame(records).merge(_paper_numbers(), on="method", how="left")
     summary["paper_note"] = summary["paper_note"].fillna("the paper reports no transference numbers for this method")
-    order = {method: i for i, method in enumerate(METHODS)}
+    order = {method: i for i, method in enumerate(METHOD_NAMES)}
     summary = summary.sort_values(SNAPSHOT, key=lambda c: c.map(order) if c.name == "method" else c)
     return summary[SUMMARY_COLUMNS].reset_index(drop=True)
 

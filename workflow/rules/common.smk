@@ -9,8 +9,10 @@ import sys
 sys.path.insert(0, str(workflow.basedir))
 from kml.plan import CLAIMS_REPORT, Plan, alternation, snapshot_name, to_yaml  # noqa: E402
 
-PLAN = Plan(config)
-RES = config["resources"]
+# Checks every value (naming the configuration file a bad one came from) and composes every job.
+MERGED_FILES = [f for f in workflow.configfiles if f not in workflow.overwrite_configfiles]
+PLAN = Plan(config, [*MERGED_FILES, *workflow.overwrite_configfiles])
+RES = PLAN.config["resources"]
 # envs/*.yaml install this checkout into each conda environment (`--sdm conda`): pip expands ${KML_ROOT}.
 os.environ.setdefault("KML_ROOT", str(workflow.basedir))
 
@@ -87,5 +89,5 @@ def repeated_option(option, paths):
 
 
 def note_option():
-    note = config["report"]["note"]
+    note = PLAN.config["report"]["note"]
     return shlex.join(["--note", note]) if note else ""

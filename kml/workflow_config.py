@@ -1,0 +1,239 @@
+"""The workflow's configuration: `config.yaml` with any `--configfile` preset merged over it, validated once.
+
+The run-configuration sections (`task` ... `transference`) and every override of them are checked by the very
+classes `kml train/evaluate/transference --config` use (kml/config.py), so both entry points accept and reject
+the same values; the workflow's own keys (settings, methods, shots, download, prepare, overrides,
+transference_runs, report, resources) are declared here. A problem is one `ConfigError` line naming the
+configuration file the bad value came from, the dotted key, the value and what is wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import AfterValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
+
+from kml import MODES
+from kml.config import (
+    SECTION,
+    SECTIONS,
+    Bool,
+    ConfigError,
+    MethodName,
+    Mode,
+    PositiveInt,
+    Text,
+    describe_errors,
+)
+from kml.methods.table import FAMILY_LABELS, JOINT_METHOD_NAMES, METHOD_NAMES
+
+# Keys of the run configuration that the workflow decides per job, never config.yaml.
+DECIDED_BY_THE_WORKFLOW = {
+    ("task", "shots"): "set by the workflow from `shots:`",
+    ("data", "files"): "set by the workflow: each mode's data/processed/{dataset}-{size}.h5",
+    ("train", "extra_checkpoints"): "set by the workflow from `transference_runs.checkpoints`",
+}
+SINGLE = "single"  # results/models/single/...: the Multi-* members' folder, so no setting may take this name
+
+
+def _unique(values: tuple) -> tuple:
+    if len(set(values)) != len(values):
+        raise ValueError(f"{list(values)} lists a value twice")
+    return values
+
+
+def _setting_name(name: str) -> str:
+    if name == SINGLE:
+        raise ValueError(f"this name is reserved for the Multi-* members' folder (results/models/{SINGLE}/); "
+                         "rename the setting")
+    return name
+
+
+SettingName = Annotated[str, Strict(), Field(pattern=r"^[a-z0-9][a-z0-9_]*$"), AfterValidator(_setting_name)]
+JointMethodName = Literal[JOINT_METHOD_NAMES]
+Minutes = PositiveInt
+
+
+@dataclass(frozen=True, config=SECTION)
+class DownloadConfig:
+    # A base URL or local directory replacing every official origin ("{dataset}" is replaced by the name).
+    mirror: Text | None = None
+    # A sha256sum-format file replacing the published checksums ("{dataset}" as above).
+    checksums: Text | None = None
+    miniimagenet_variant: Literal["pickles", "images"] = "pickles"
+    # Make the mirror's archives with `kml synth` first (tiny synthetic datasets: presets/smoke.yaml only).
+    synthesize: Bool = False
+
+
+@dataclass(frozen=True, config=SECTION)
+class PrepareConfig:
+    fc100_negative: Bool = False
+    omniglot_train_classes: PositiveInt = 1100
+
+
+@dataclass(frozen=True, config=SECTION)
+class TransferenceRuns:
+    setting: Annotated[str, Strict()] = "2mode_dagger"
+    methods: Annotated[tuple[JointMethodName, ...], AfterValidator(_unique)] = ()
+    # Training iterations whose snapshots are analysed; none turns the analysis off.
+    checkpoints: Annotated[tuple[PositiveInt, ...], AfterValidator(_unique)] = ()
+
+
+@dataclass(frozen=True, config=SECTION)
+class ReportConfig:
+    note: Annotated[str, Strict()] = ""
+
+
+@dataclass(frozen=True, config=SECTION)
+class Resources:
+    threads: PositiveInt
+    mem_mb: PositiveInt
+    runtime: Minutes
+    gpu: Annotated[int, Strict(), Field(ge=0)] = 0
+    # Attempts after a failure; each resumes from the last checkpoint (training only).
+    retries: Annotated[int, Strict(), Field(ge=0)] = 0
+
+
+@dataclass(frozen=True, config=SECTION)
+class ResourceGroups:
+    download: Resources
+    prepare: Resources
+    train: Resources
+    evaluate: Resources
+    transference: Resources
+    report: Resources
+
+
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class WorkflowKeys:
+    """config.yaml's keys besides the run-configuration sections and their overrides."""
+
+    settings: Annotated[dict[SettingName, Annotated[tuple[Mode, ...], Field(min_length=1),
+                                                   AfterValidator(_unique)]], Field(min_length=1)]
+    methods: Annotated[tuple[MethodName, ...], Field(min_length=1), AfterValidator(_unique)]
+    shots: Annotated[tuple[PositiveInt, ...], Field(min_length=1), AfterValidator(_unique)]
+    download: DownloadConfig
+    prepare: PrepareConfig
+    transference_runs: TransferenceRuns
+    report: ReportConfig
+    resources: ResourceGroups
+
+
+OVERRIDE_KINDS = ("family", "method", "multi_member")
+
+
+class Sources:
+    """Which configuration file a key's value came from, for error messages."""
+
+    def __init__(self, files: Sequence[str | Path] = ()):
+        """`files` in the order they were merged (config.yaml, then each --configfile overlay)."""
+        self.files = [Path(f) for f in reversed(files)]  # the last merged decides a value
+        self.contents = [_load(path) for path in self.files]
+
+    def __call__(self, key: str) -> str:
+        for path, values in zip(self.files, self.contents):
+            if _has(values, key.split(".")):
+                return f"{path.name}: {key}" if path.parent == Path.cwd() else f"{path}: {key}"
+        return f"config: {key}" if self.files else key
+
+
+def _load(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def _has(values: Any, parts: list[str]) -> bool:
+    for part in parts:
+        if not isinstance(values, Mapping) or part not in values:
+            return False
+        values = values[part]
+    return True
+
+
+def validate_workflow_config(config: Mapping[str, Any], files: Sequence[str | Path] = ()) -> dict[str, Any]:
+    """The workflow configuration with every value checked and the run sections completed by their defaults
+    (plain values, as config.yaml holds them). `files`: the configuration files it was merged from, in the
+    order they were merged (config.yaml, then the overlays), named in errors."""
+    where = Sources(files)
+    known = {*WorkflowKeys.__pydantic_fields__, *SECTIONS, "overrides"}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise ConfigError(f"{where(unknown[0])}: unknown key; known keys here: {', '.join(sorted(known))}")
+    workflow = {key: value for key, value in config.items() if key in WorkflowKeys.__pydantic_fields__}
+    adapter = TypeAdapter(WorkflowKeys)
+    try:
+        validated = adapter.dump_python(adapter.validate_python(workflow), mode="json")
+    except ValidationError as error:
+        raise ConfigError(describe_errors(error, WorkflowKeys, where)) from None
+    for name in SECTIONS:
+        validated[name] = _section(name, config.get(name) or {}, name, where, shared=True)
+    validated["overrides"] = _overrides(config.get("overrides") or {}, where)
+    return validated
+
+
+def _section(name: str, values: Any, path: str, where: Sources, *, shared: bool) -> dict[str, Any]:
+    """One run-configuration section (or an override of it) checked by its class: the shared sections
+    completed by the defaults, an override only the keys it gives."""
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{where(path)}: expected a mapping of {name} keys, got {values!r}")
+    for key in values:
+        if (name, key) in DECIDED_BY_THE_WORKFLOW:
+            raise ConfigError(f"{where(f'{path}.{key}')}: {DECIDED_BY_THE_WORKFLOW[name, key]}; remove it here")
+    cls = SECTIONS[name]
+    try:
+        section = TypeAdapter(cls).validate_python(dict(values))
+    except ValidationError as error:
+        raise ConfigError(describe_errors(error, cls, lambda key: where(f"{path}.{key}"))) from None
+    complete = TypeAdapter(cls).dump_python(section, mode="json")
+    if shared:
+        return {key: value for key, value in complete.items() if (name, key) not in DECIDED_BY_THE_WORKFLOW}
+    return {key: complete[key] for key in values}
+
+
+def _run_override(values: Any, path: str, where: Sources) -> dict[str, Any]:
+    """Any subset of the run-configuration sections, merged over the shared values."""
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{where(path)}: expected a mapping of run-configuration sections, got {values!r}")
+    unknown = sorted(set(values) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"{where(f'{path}.{unknown[0]}')}: unknown section; known sections: "
+                          f"{', '.join(SECTIONS)}")
+    return {name: _section(name, section or {}, f"{path}.{name}", where, shared=False)
+            for name, section in values.items()}
+
+
+def _overrides(values: Any, where: Sources) -> dict[str, Any]:
+    _require_keys(values, "overrides", OVERRIDE_KINDS, where)
+    choices = {"family": tuple(FAMILY_LABELS), "method": METHOD_NAMES}
+    result: dict[str, Any] = {}
+    for kind in ("family", "method"):
+        layer = values.get(kind) or {}
+        _require_keys(layer, f"overrides.{kind}", None, where, choices=choices[kind])
+        result[kind] = {name: _run_override(override or {}, f"overrides.{kind}.{name}", where)
+                        for name, override in layer.items()}
+    members = values.get("multi_member") or {}
+    _require_keys(members, "overrides.multi_member", None, where, choices=tuple(FAMILY_LABELS))
+    result["multi_member"] = {}
+    for family, by_mode in members.items():
+        path = f"overrides.multi_member.{family}"
+        _require_keys(by_mode or {}, path, None, where, choices=MODES)
+        result["multi_member"][family] = {mode: _run_override(override or {}, f"{path}.{mode}", where)
+                                          for mode, override in (by_mode or {}).items()}
+    return result
+
+
+def _require_keys(values: Any, path: str, known: Sequence[str] | None, where: Sources, *,
+                  choices: Sequence[str] = ()) -> None:
+    """`values` must be a mapping whose keys are among `known` (or `choices`)."""
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{where(path)}: expected a mapping, got {values!r}")
+    allowed = tuple(known or choices)
+    for key in values:
+        if key not in allowed:
+            raise ConfigError(f"{where(f'{path}.{key}')}: unknown key; known keys here: {', '.join(allowed)}")
