@@ -42,7 +42,7 @@ from tqdm import tqdm
 from kml import Interrupted, KmlError, checkpoint
 from kml.config import OptimConfig, RunConfig
 from kml.data.episodes import ROTATED_MODES, MultimodalSampler, SplitImages, load_splits, prefetch
-from kml.diskspace import write_errors_explained
+from kml.files import write_errors_explained
 from kml.locks import exclusive_lock
 from kml.methods.base import MetaLearner
 from kml.methods.registry import build_method

@@ -20,9 +20,9 @@ import pytest
 import yaml
 from synthetic import one_thread, small_run_config, synthetic_files  # noqa: F401  (fixtures)
 
-from kml import checkpoint, diskspace
+from kml import checkpoint, files
 from kml.cli import main
-from kml.diskspace import NoSpaceError, WriteError
+from kml.files import NoSpaceError, WriteError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -126,7 +126,7 @@ def test_kml_prepare_onto_a_full_disk_ends_with_one_line_and_no_temporary(tmp_pa
 
 
 def test_kml_prepare_refuses_up_front_where_the_file_cannot_fit(tmp_path, raw_fc100, monkeypatch, capsys):
-    monkeypatch.setattr(diskspace, "free_bytes", lambda path: 500_000)
+    monkeypatch.setattr(files, "free_bytes", lambda path: 500_000)
     out = tmp_path / "fc100-16.h5"
     assert main(["prepare", "fc100", "--raw", str(raw_fc100), "--out", str(out), "--image-size", str(IMAGE_SIZE),
                  "--workers", "1"]) == 2
