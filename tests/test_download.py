@@ -21,6 +21,7 @@ import pytest
 from kml import MODES
 from kml.cli import main
 from kml.data import download
+from kml.data.datasets import DATASETS, dataset_sources
 from kml.data.download import (
     ChecksumError,
     DownloadError,
@@ -29,7 +30,7 @@ from kml.data.download import (
     read_sha256sums,
     verify_file,
 )
-from kml.data.sources import DATASETS, Dataset, Source, UnknownSourceError, dataset_sources
+from kml.data.sources import Dataset, Source, UnknownSourceError
 
 CONTENT = random.Random(0).randbytes(5000)
 OTHER_CONTENT = random.Random(1).randbytes(5000)
