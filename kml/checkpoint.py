@@ -1,8 +1,8 @@
 """Checkpoints and random-number-generator state: what a training run needs to survive a kill -9.
 
-A checkpoint is serialized in memory first and then written atomically (kml/files.py), so a full disk fails one
-plain write, with the size it needed known, and a reader never sees a torn file. Checkpoints hold only tensors
-and plain Python values, so they load with `torch.load(weights_only=True)`.
+A checkpoint is serialized in memory first and then written atomically (kml/files.py), so a full disk fails
+one plain write, with the size it needed known, and a reader never sees a torn file. Checkpoints hold only
+tensors and plain Python values, so they load with `torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
