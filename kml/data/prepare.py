@@ -1,13 +1,14 @@
 """`kml prepare`: a dataset's official raw files -> one HDF5 file per dataset and size (schema: hdf5.py).
 
 Raw files are read from `{raw}/{dataset}/` under their official names (as `kml download` and `kml synth`
-write them) by the dataset's own preparer (kml/data/datasets/). The splits are MMAML's (REFERENCE §1.2,
-DATASETS.md), made deterministic on every machine: where the released code used file-system order (glob,
-os.listdir) the listing is sorted first (REFERENCE §7.9), and nothing depends on the order of the members
-inside an archive.
+write them) by the dataset's own preparer (kml/data/datasets/). The splits are MMAML's
+(docs/specification.md §2.3–§2.7), made deterministic on every machine: where the released code used
+file-system order (glob, os.listdir) the listing is sorted first (§2.3, §2.6), and nothing depends on the
+order of the members inside an archive.
 
-Images are processed as the released loaders do (kml/data/images.py): PIL Lanczos resize to S×S, RGB
-uint8; Omniglot inverted (strokes bright) and tiled to three channels; grayscale CUB images tiled.
+Every image gets the released loaders' load-time transform, once (kml/data/images.py, which also says where
+the pixels still differ from the released code's): PIL Lanczos resize to S×S, RGB uint8; Omniglot inverted
+(strokes bright) and tiled to three channels; grayscale CUB images tiled.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def prepare_dataset(name: str, raw: str | Path, out: str | Path, image_size: int
     up front if it cannot fit on the disk).
 
     fc100_negative: store FC100 as the photographic negatives the released code trained on
-        (REFERENCE §7.1); off by default, i.e. the true images.
+        (docs/specification.md §2.5); off by default, i.e. the true images.
     workers: image-decoding processes (default: all cores).
     omniglot_train_classes: Omniglot characters in meta-train (MMAML: 1100); the rest are meta-test.
     """
