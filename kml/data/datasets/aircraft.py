@@ -1,4 +1,5 @@
-"""FGVC-Aircraft 2013b: 100 variants of 100 images, split as MMAML's proc_aircraft.py, its F/A-18 bug fixed.
+"""FGVC-Aircraft 2013b (docs/specification.md §2.7): 100 variants of 100 images, split as MMAML's
+proc_aircraft.py, its F/A-18 bug fixed.
 
 The variants are taken in variants.txt order (the archive's own, so no sort) into MMAML's seeded 70/15/15
 percent shuffle. The bottom copyright banner of every image is kept, as in the released code.
@@ -36,7 +37,8 @@ _IMAGE_ROOT = f"{AIRCRAFT_ROOT}/images/"
 # Image lists MMAML pools, in its order (proc_aircraft.py).
 AIRCRAFT_IMAGE_LISTS = ("images_variant_trainval.txt", "images_variant_test.txt")
 SOURCES = Dataset(NAME, {"official": (
-    # The only published sha256 comes from a single unrelated script and is not trusted (DATASETS.md §0).
+    # The only published sha256 comes from a single unrelated script and is not trusted
+    # (docs/specification.md §2.1).
     Source(AIRCRAFT_ARCHIVE,
            (f"https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/archives/{AIRCRAFT_ARCHIVE}",),
            size=2_753_340_328, md5="d4acdd33327262359767eeaa97a4f732"),

@@ -1,4 +1,5 @@
-"""CUB-200-2011: 200 bird species, 11,788 photographs (some grayscale), split as MMAML's proc_bird.py.
+"""CUB-200-2011 (docs/specification.md §2.6): 200 bird species, 11,788 photographs (some grayscale), split
+as MMAML's proc_bird.py.
 
 The class folders are sorted before MMAML's seeded 70/15/15 percent shuffle (the released code shuffled the
 file-system order of os.listdir); grayscale images are tiled to RGB, with no bounding-box crop.

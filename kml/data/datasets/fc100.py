@@ -1,8 +1,9 @@
-"""FC100 (Oreshkin et al. 2018): CIFAR-100 split by superclass, as MMAML's proc_cifar.py.
+"""FC100 (docs/specification.md §2.5): CIFAR-100 split by superclass (Oreshkin et al. 2018), as MMAML's
+proc_cifar.py.
 
 CIFAR-100's train and test sets are merged (600 images per fine class) and the fine classes split by their
-coarse superclass id. The released code trained on photographic negatives of the images (REFERENCE §7.1);
-kml stores the true colours unless asked for the negatives.
+coarse superclass id. The released code trained on photographic negatives of the images; kml stores the true
+colours unless asked for the negatives.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ def fc100_class_split(superclass_of: Sequence[int]) -> dict[str, list[int]]:
 # ---- Preparer --------------------------------------------------------------------------------------------
 
 def colour_negative(images: np.ndarray) -> np.ndarray:
-    """(256 - v) mod 256: what ToPILImage's `mul(255).byte()` makes of 0..255 floats (REFERENCE §7.1)."""
+    """(256 - v) mod 256: what ToPILImage's `mul(255).byte()` makes of 0..255 floats
+    (docs/specification.md §2.5)."""
     return ((256 - images.astype(np.uint16)) % 256).astype(np.uint8)
 
 
@@ -119,7 +121,8 @@ def prepare(folder: Path, options: PrepareOptions) -> Prepared:
     split = fc100_class_split(_superclass_of_each_class(fine, coarse, len(class_names), path))
     splits = {name: build_split([(class_names[c], images[fine == c]) for c in ids], options.image_size)
               for name, ids in split.items()}
-    colours = ("colour-negative as the released code ((256 - v) mod 256 before the resize, REFERENCE 7.1)"
+    colours = ("colour-negative as the released code ((256 - v) mod 256 before the resize, "
+               "docs/specification.md §2.5)"
                if options.fc100_negative else "true colours (the released code's negative is not reproduced)")
     rule = ("FC100 (Oreshkin et al. 2018, MMAML proc_cifar.py): CIFAR-100 train+test merged, fine classes "
             "split by coarse superclass id, "
