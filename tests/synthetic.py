@@ -29,7 +29,7 @@ from kml.data.hdf5 import read_attrs
 from kml.data.prepare import prepare_dataset
 from kml.data.synth import make_synthetic
 
-# Two thirds of the synthetic characters to meta-train, as `kml synth`'s docstring suggests (20 / 10).
+# Two thirds of the synthetic characters to meta-train, as the Omniglot stand-in suggests (20 / 10).
 OMNIGLOT_TRAIN_CLASSES = OMNIGLOT_CHARACTERS * 2 // 3
 
 
