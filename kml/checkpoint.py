@@ -1,16 +1,13 @@
-"""Atomic files and random-number-generator state: what a checkpoint needs to survive a kill -9.
+"""Checkpoints and random-number-generator state: what a training run needs to survive a kill -9.
 
-A file is written to a temporary name beside its destination, flushed to disk and renamed over it, so a reader
-(or a resumed run) sees either the old complete file or the new complete one, never a torn one. Its content
-is serialized in memory first, so a full disk fails one plain write, with the size it needed known.
-Checkpoints hold only tensors and plain Python values, so they load with `torch.load(weights_only=True)`.
+A checkpoint is serialized in memory first and then written atomically (kml/files.py), so a full disk fails
+one plain write, with the size it needed known, and a reader never sees a torn file. Checkpoints hold only
+tensors and plain Python values, so they load with `torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
 
-import errno
 import io
-import os
 import pickle
 import random
 import warnings
@@ -22,88 +19,11 @@ import numpy as np
 import torch
 
 from kml import KmlError
-from kml.diskspace import write_errors_explained
-
-TEMPORARY_MARK = ".tmp-"
+from kml.files import atomic_write
 
 
 class CheckpointError(KmlError, ValueError):
     """A checkpoint or model file is unreadable or not what it should be."""
-
-
-def atomic_write(path: str | Path, data: bytes | memoryview) -> None:
-    """Write `data` to a temporary file, fsync it and rename it to `path`; a full disk raises NoSpaceError."""
-    path = Path(path)
-    tmp = _temporary(path)
-    with write_errors_explained(path, len(data)):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                _write_all(descriptor, data)
-                os.fsync(descriptor)  # some file systems (NFS) report a full disk only here
-            finally:
-                os.close(descriptor)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-    _sync_directory(path.parent)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write(path, text.encode())
-
-
-def append_text(path: str | Path, text: str) -> None:
-    """Append `text` to `path` (not atomic: a kill may tear it, so readers must skip a torn last line); a full
-    disk raises NoSpaceError."""
-    data = text.encode()
-    with write_errors_explained(path, len(data)):
-        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            _write_all(descriptor, data)
-        finally:
-            os.close(descriptor)
-
-
-def _write_all(descriptor: int, data: bytes | memoryview) -> None:
-    remaining = memoryview(data)
-    while remaining:
-        remaining = remaining[os.write(descriptor, remaining):]
-
-
-def atomic_link(source: Path, path: Path) -> None:
-    """Make `path` a hard link to `source` (no second copy on disk), replacing any file there atomically; a
-    copy where the file system has no hard links."""
-    tmp = _temporary(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, tmp)
-    except OSError as error:
-        if error.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
-            raise
-        atomic_write(path, source.read_bytes())
-        return
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _sync_directory(path.parent)
-
-
-def _temporary(path: Path) -> Path:
-    return path.with_name(f".{path.name}{TEMPORARY_MARK}{os.getpid()}")
-
-
-def _sync_directory(folder: Path) -> None:
-    # A rename lives in the directory; without this a power loss could undo it.
-    directory = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def save(state: dict[str, Any], path: str | Path) -> None:
@@ -151,12 +71,6 @@ def _not_loadable(path: Path, error: Exception) -> str:
     if head.startswith(b"\x80"):
         return f"a Python pickle, not a PyTorch file written by kml; {_FOREIGN}"
     return f"not a PyTorch file (it starts with {head[:8]!r}); {_FOREIGN}"
-
-
-def remove_temporaries(folder: str | Path) -> None:
-    """Delete the temporary files under `folder` that writers killed before their rename left behind."""
-    for leftover in Path(folder).rglob(f".*{TEMPORARY_MARK}*"):
-        leftover.unlink(missing_ok=True)
 
 
 def rng_state() -> dict[str, Any]:

@@ -40,7 +40,7 @@ def _prepare(args: argparse.Namespace) -> None:
 
 def _synth(args: argparse.Namespace) -> None:
     from kml.data.synth import CHECKSUMS_FILE, make_synthetic
-    from kml.diskspace import format_bytes
+    from kml.files import format_bytes
 
     for path in make_synthetic(args.dataset, out=args.out, seed=args.seed):
         print(f"wrote {path} ({format_bytes(path.stat().st_size)})")

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from kml import KmlError, checkpoint
+from kml import KmlError, checkpoint, files
 from kml.cell_csv import cell_frame
 from kml.config import ConfigError, RunConfig, TrainConfig, run_config_from_dict
 from kml.data.episodes import prefetch
@@ -50,7 +50,7 @@ def evaluate(config: RunConfig, models: Sequence[str | Path], out: str | Path) -
             bar.update(batch.num_tasks)
             bar.set_postfix(acc=f"{100 * np.mean(accuracies):.2f}%", refresh=False)
     frame = cell_frame(config, task_ids, modes, accuracies)
-    checkpoint.atomic_write_text(out, frame.to_csv(index=False))
+    files.atomic_write_text(out, frame.to_csv(index=False))
     return frame
 
 

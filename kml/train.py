@@ -37,11 +37,11 @@ from typing import Any
 import torch
 import yaml
 
-from kml import Interrupted, KmlError, checkpoint
+from kml import Interrupted, KmlError, checkpoint, files
 from kml.config import OptimConfig, RunConfig, read_values
 from kml.data.episodes import MultimodalSampler, prefetch
-from kml.diskspace import write_errors_explained
 from kml.execution import Execution, peak_memory_mb
+from kml.files import write_errors_explained
 from kml.locks import exclusive_lock
 from kml.methods.base import MetaLearner
 from kml.methods.registry import build_method
@@ -223,7 +223,7 @@ def _start(config: RunConfig, out: Path, method: MetaLearner, optimizers: Optimi
            on_config_change: str) -> _Progress:
     """Load the newest checkpoint into `method` and `optimizers`, or seed a fresh run; record the config."""
     folder = out / "checkpoints"
-    checkpoint.remove_temporaries(out)
+    files.remove_temporaries(out)
     state = _newest_state(config, out, on_config_change)
     if state is None:
         torch.manual_seed(config.train.seed)
@@ -238,7 +238,7 @@ def _start(config: RunConfig, out: Path, method: MetaLearner, optimizers: Optimi
         _report(f"resuming {out} from iteration {progress.iteration}"
                 + ("; training had ended: its model.pt is published again" if ended else ""))
     folder.mkdir(parents=True, exist_ok=True)
-    checkpoint.atomic_write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    files.atomic_write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     return progress
 
 
@@ -281,7 +281,7 @@ class _Log:
         self.columns = ["iteration", "loss", "accuracy", *(f"accuracy_{mode}" for mode in modes),
                         "seconds", "peak_memory_mb"]
         kept = self._rows_until(resumed_at)
-        checkpoint.atomic_write_text(path, "".join(",".join(row) + "\n" for row in [self.columns, *kept]))
+        files.atomic_write_text(path, "".join(",".join(row) + "\n" for row in [self.columns, *kept]))
 
     def _rows_until(self, iteration: int) -> list[list[str]]:
         """Complete rows up to `iteration`; a kill may have torn the last line or logged past it."""
@@ -293,7 +293,7 @@ class _Log:
         return [row for row in rows if int(row[0]) <= iteration]
 
     def append(self, values: dict[str, float]) -> None:
-        checkpoint.append_text(self.path, ",".join(_format(values[column]) for column in self.columns) + "\n")
+        files.append_text(self.path, ",".join(_format(values[column]) for column in self.columns) + "\n")
 
 
 def _format(value: float) -> str:
@@ -408,6 +408,6 @@ def _publish(config: RunConfig, out: Path, method: MetaLearner) -> None:
     folder = out / "checkpoints"
     for iteration in config.train.extra_checkpoints:
         name = f"iter{iteration:06d}.pt"
-        checkpoint.atomic_link(folder / name, out / "snapshots" / name)
+        files.atomic_link(folder / name, out / "snapshots" / name)
     checkpoint.save({"config": config.to_dict(), "state_dict": method.state_dict(),
                      "iteration": config.train.iterations}, out / "model.pt")

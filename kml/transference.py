@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 from tqdm import tqdm
 
-from kml import KmlError, checkpoint
+from kml import KmlError, checkpoint, files
 from kml.config import RunConfig, TransferenceConfig, run_config_from_dict
 from kml.data.episodes import MetaBatch, SplitImages, fixed_tasks
 from kml.execution import resolve_device
@@ -457,7 +457,7 @@ def run_transference(config: RunConfig, checkpoints: Sequence[str | Path], out_d
                                   progress=f"transference {config.method} {config.task.shots}-shot iter{iteration}")
         out = Path(out_dir) / f"iter{iteration}.csv"
         rows = ratio_rows(config, iteration, sources, targets, losses)
-        checkpoint.atomic_write_text(out, rows.to_csv(index=False))
+        files.atomic_write_text(out, rows.to_csv(index=False))
         written.append(out)
     return written
 

@@ -24,11 +24,12 @@ import pytest
 import torch
 
 from kml.config import RunConfig, run_config_from_dict
+from kml.data.datasets.omniglot import OMNIGLOT_CHARACTERS
 from kml.data.hdf5 import read_attrs
 from kml.data.prepare import prepare_dataset
-from kml.data.synth import OMNIGLOT_CHARACTERS, make_synthetic
+from kml.data.synth import make_synthetic
 
-# Two thirds of the synthetic characters to meta-train, as `kml synth`'s docstring suggests (20 / 10).
+# Two thirds of the synthetic characters to meta-train, as the Omniglot stand-in suggests (20 / 10).
 OMNIGLOT_TRAIN_CLASSES = OMNIGLOT_CHARACTERS * 2 // 3
 
 

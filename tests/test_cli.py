@@ -8,7 +8,7 @@ import pytest
 
 import kml
 from kml.cli import build_parser, main
-from kml.diskspace import format_bytes
+from kml.files import format_bytes
 
 
 def _parsers(parser: argparse.ArgumentParser, name: str = "kml"):

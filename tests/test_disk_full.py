@@ -20,9 +20,9 @@ import pytest
 import yaml
 from synthetic import one_thread, small_run_config, synthetic_files  # noqa: F401  (fixtures)
 
-from kml import checkpoint, diskspace
+from kml import files
 from kml.cli import main
-from kml.diskspace import NoSpaceError, WriteError
+from kml.files import NoSpaceError, WriteError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -67,22 +67,22 @@ def _no_space(path, needed: str) -> str:
 def test_writes_onto_a_full_disk_raise_one_clear_error_and_leave_the_old_file_and_no_temporary(
         tmp_path, disk_full_after):
     target, log = tmp_path / "model.pt", tmp_path / "log.csv"
-    checkpoint.atomic_write_text(target, "old")
-    checkpoint.append_text(log, "iteration,loss\n")
+    files.atomic_write_text(target, "old")
+    files.append_text(log, "iteration,loss\n")
     disk_full_after(tmp_path, 1000)
     with pytest.raises(NoSpaceError, match=_no_space(target, "4.0 KiB")):
-        checkpoint.atomic_write(target, bytes(4096))
+        files.atomic_write(target, bytes(4096))
     assert target.read_text() == "old"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["log.csv", "model.pt"]
     with pytest.raises(NoSpaceError, match=_no_space(log, "7 bytes")):
-        checkpoint.append_text(log, "10,0.5\n")
+        files.append_text(log, "10,0.5\n")
 
 
 def test_a_write_that_fails_otherwise_is_one_clear_error_too(tmp_path):
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("")
     with pytest.raises(WriteError, match=re.escape(f"{not_a_folder / 'model.pt'}: cannot write it (")):
-        checkpoint.atomic_write_text(not_a_folder / "model.pt", "weights")
+        files.atomic_write_text(not_a_folder / "model.pt", "weights")
 
 
 @pytest.fixture
@@ -108,7 +108,7 @@ def test_kml_train_on_a_full_disk_ends_with_one_line_and_resumes_once_there_is_r
     assert main(arguments) == 2
     assert _error_line(capsys).startswith(
         f"kml train: error: {run / 'checkpoints' / 'iter000005.pt'}: not enough disk space: ")
-    assert not any(checkpoint.TEMPORARY_MARK in path.name for path in run.rglob("*"))
+    assert not any(files.TEMPORARY_MARK in path.name for path in run.rglob("*"))
 
     disk_full_after(run, 10_000_000)
     assert main(arguments) == 0
@@ -126,7 +126,7 @@ def test_kml_prepare_onto_a_full_disk_ends_with_one_line_and_no_temporary(tmp_pa
 
 
 def test_kml_prepare_refuses_up_front_where_the_file_cannot_fit(tmp_path, raw_fc100, monkeypatch, capsys):
-    monkeypatch.setattr(diskspace, "free_bytes", lambda path: 500_000)
+    monkeypatch.setattr(files, "free_bytes", lambda path: 500_000)
     out = tmp_path / "fc100-16.h5"
     assert main(["prepare", "fc100", "--raw", str(raw_fc100), "--out", str(out), "--image-size", str(IMAGE_SIZE),
                  "--workers", "1"]) == 2
@@ -178,4 +178,4 @@ def test_a_real_full_tmpfs_gives_one_line_from_prepare_and_train(tmp_path, fc100
     assert train.returncode == 2 and "Traceback" not in train.stderr, train.stderr
     assert train.stderr.splitlines()[-1].startswith(
         f"kml train: error: {run / 'checkpoints' / 'iter000005.pt'}: not enough disk space: ")
-    assert not any(checkpoint.TEMPORARY_MARK in path.name for path in run.rglob("*"))
+    assert not any(files.TEMPORARY_MARK in path.name for path in run.rglob("*"))

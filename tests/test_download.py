@@ -21,6 +21,7 @@ import pytest
 from kml import MODES
 from kml.cli import main
 from kml.data import download
+from kml.data.datasets import DATASETS, dataset_sources
 from kml.data.download import (
     ChecksumError,
     DownloadError,
@@ -29,7 +30,7 @@ from kml.data.download import (
     read_sha256sums,
     verify_file,
 )
-from kml.data.sources import DATASETS, Dataset, Source, UnknownSourceError, dataset_sources
+from kml.data.sources import Dataset, Source, UnknownSourceError
 
 CONTENT = random.Random(0).randbytes(5000)
 OTHER_CONTENT = random.Random(1).randbytes(5000)
@@ -37,6 +38,7 @@ NAME = "omniglot"  # the dataset whose source table the tests replace
 FILE = "archive.zip"
 # Safety net so that a broken lock or server cannot hang the suite; never reached when the code is right.
 WAIT_S = 20
+SPECIFICATION = Path(__file__).resolve().parents[1] / "docs" / "specification.md"
 
 
 def sha256(data: bytes) -> str:
@@ -398,7 +400,7 @@ def test_every_mode_has_sources():
 
 
 def _summary_rows(text: str) -> dict[str, tuple[str, str, str, str]]:
-    """DATASETS.md §0: file name -> (url, bytes, md5, sha256) cells."""
+    """docs/specification.md §2.1, the source-archive table: file name -> (url, bytes, md5, sha256) cells."""
     rows = {}
     for line in text.splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
@@ -407,11 +409,8 @@ def _summary_rows(text: str) -> dict[str, tuple[str, str, str, str]]:
     return rows
 
 
-def test_source_table_matches_datasets_md_and_the_fixture_manifest(shared_data):
-    spec = shared_data.parent / "spec" / "DATASETS.md"
-    if not spec.exists():
-        pytest.skip(f"{spec} not found")
-    text = spec.read_text()
+def test_source_table_matches_the_specification_and_the_fixture_manifest(shared_data):
+    text = SPECIFICATION.read_text()
     rows = _summary_rows(text)
     csv_md5 = dict(re.findall(r"(\w+\.csv) `([0-9a-f]{32})`", text))
     manifest = [line.split("\t") for line in (shared_data / "MANIFEST.tsv").read_text().splitlines()[1:]]
@@ -438,10 +437,10 @@ def test_source_table_matches_datasets_md_and_the_fixture_manifest(shared_data):
 
 def test_real_omniglot_fixture_verifies_against_its_published_checksums(shared_data):
     path = shared_data / "omniglot" / "images_background_small1.zip"
-    # Published values, DATASETS.md §0 (TFDS size and sha256; md5 of brendenlake/omniglot@057f034b).
+    # Published values of this official subset (TFDS size and sha256; md5 of brendenlake/omniglot@057f034b).
     published = Expected(size=1_319_022, md5="e704a628b5459e08445c13499850abc4",
                          sha256="f38eb80f801274ac2b4dff5b24289016bfaba4a7d5bb50deebf27104ad6cb8a4",
-                         origin="DATASETS.md")
+                         origin="the published checksums")
     assert verify_file(path, published, named=str(path)).sha256 == published.sha256
     with pytest.raises(ChecksumError, match="md5 expected 0+, got e704a628"):
         verify_file(path, replace(published, md5="0" * 32), named=str(path))

@@ -21,13 +21,11 @@ from PIL import Image
 
 from kml import KmlError
 from kml.cli import main
+from kml.data.datasets.aircraft import aircraft_class_split
+from kml.data.datasets.cub import cub_class_split
+from kml.data.datasets.miniimagenet import MINIIMAGENET_PICKLES
 from kml.data.hdf5 import SPLITS, describe, read_attrs, read_split
-from kml.data.prepare import (
-    MINIIMAGENET_PICKLES,
-    aircraft_class_split,
-    cub_class_split,
-    prepare_dataset,
-)
+from kml.data.prepare import prepare_dataset
 from kml.data.synth import make_synthetic, write_tar_gz, write_zip
 
 REFERENCE = json.loads((Path(__file__).resolve().parents[1] / "kml/data/splits.json").read_text())

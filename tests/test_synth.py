@@ -17,7 +17,8 @@ from kml import MODES
 from kml.cli import main
 from kml.data.hdf5 import SPLITS, read_split
 from kml.data.prepare import prepare_dataset
-from kml.data.synth import CHECKSUMS_FILE, IMAGES_PER_CLASS, make_synthetic
+from kml.data.standins import IMAGES_PER_CLASS
+from kml.data.synth import CHECKSUMS_FILE, make_synthetic
 
 # Classes per split after `kml prepare` (Omniglot with --omniglot-train-classes 20).
 EXPECTED_CLASSES = {

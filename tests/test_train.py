@@ -20,7 +20,7 @@ import torch
 import yaml
 from synthetic import one_thread, small_run_config, synthetic_files  # noqa: F401  (fixtures)
 
-from kml import checkpoint
+from kml import checkpoint, files
 from kml.cli import main
 from kml.config import OptimConfig
 from kml.data.episodes import MultimodalSampler
@@ -59,7 +59,7 @@ def _log(run):
 
 
 def _temporaries(run):
-    return [path for path in run.rglob("*") if checkpoint.TEMPORARY_MARK in path.name]
+    return [path for path in run.rglob("*") if files.TEMPORARY_MARK in path.name]
 
 
 def _config_file(config, folder):
@@ -100,7 +100,7 @@ def test_kill_9_and_rerun_gives_bitwise_the_uninterrupted_weights(tmp_path, file
     assert victim.returncode == -signal.SIGKILL
     assert not (killed / "model.pt").exists(), "the run ended before it was killed; give it more iterations"
     # As if the kill had also torn a checkpoint being written.
-    (killed / "checkpoints" / f".iter000020.pt{checkpoint.TEMPORARY_MARK}1").write_bytes(b"torn")
+    (killed / "checkpoints" / f".iter000020.pt{files.TEMPORARY_MARK}1").write_bytes(b"torn")
 
     subprocess.run(command(killed), env=ONE_THREAD, stderr=subprocess.DEVNULL, check=True)
     assert uninterrupted.wait() == 0

@@ -9,7 +9,7 @@ keeps concurrent jobs from writing the same file at once.
 Expected checksums come from, in order of precedence:
   1. the `expected_checksums` file, a sha256sum-format list (`<sha256>  <file name>` per line) that replaces
      the published values for every file of the dataset, sizes included (synthetic archives of `kml synth`);
-  2. the published size/md5/sha256 in `kml.data.sources`;
+  2. the published size/md5/sha256 of the dataset's SOURCES (kml/data/datasets/);
   3. for files with no published checksum, `{root}/{dataset}/checksums.lock`: the same sha256sum format,
      where the sha256 seen on first download (or of the file first found in place) is recorded and from then
      on enforced.
@@ -37,7 +37,8 @@ from tqdm import tqdm
 
 import kml
 from kml import KmlError
-from kml.data.sources import Source, dataset_sources
+from kml.data.datasets import dataset_sources
+from kml.data.sources import Source
 from kml.locks import exclusive_lock
 
 LOCK_FILE_NAME = "checksums.lock"

@@ -16,16 +16,16 @@ Every key has three words on purpose: numpy's SeedSequence pads a key with zeros
 `[s, i, 0]` would be one and the same stream. The streams are reproducible on any machine for a given numpy
 version (NEP 19 allows `Generator.choice` and `integers` to change between numpy versions).
 
-Mode mixing follows the released code (REFERENCE §1.3): slot s of a training meta-batch gets mode
+Mode mixing follows the released code (docs/specification.md §3.2): slot s of a training meta-batch gets mode
 `(s + start) mod M`, in the canonical order `kml.MODES`, with `start` uniform per meta-batch; `iid` draws
 each slot's mode uniformly instead. Unlike the released code, which draws a full meta-batch of every mode
 and then picks each slot's task among its mode's tasks with replacement (M·B tasks loaded for B used, and
-duplicates possible, §7.12), each slot here draws one fresh task of its mode. And where the released
+duplicates possible, §3.2), each slot here draws one fresh task of its mode. And where the released
 sampler silently falls back to drawing with replacement from a class with fewer than K+Q images, here that
 is an error naming the split and the class.
 
 A task differs from the released code's in one harmless respect: support and query rows are sorted by label
-(rows k·K:(k+1)·K carry label k) instead of grouped in random first-appearance order (§1.1). The labels are
+(rows k·K:(k+1)·K carry label k) instead of grouped in random first-appearance order (§3.1). The labels are
 still a random permutation of the classes, so nothing a model sees about a class depends on its position.
 """
 
@@ -48,7 +48,7 @@ TRAIN_STREAM = 0
 EVAL_STREAM = 1
 
 # Modes whose classes are rotated by a random multiple of 90 degrees per class per task, at train and test
-# time alike (REFERENCE §1.2, §7.14); DataConfig.omniglot_rotation switches it off.
+# time alike (docs/specification.md §2.3); DataConfig.omniglot_rotation switches it off.
 ROTATED_MODES = frozenset({"omniglot"})
 
 QUARTER_TURNS = 4
@@ -98,7 +98,7 @@ def load_splits(files: Mapping[str, str | Path], split: str) -> dict[str, SplitI
 
 
 def canonical_modes(modes: Iterable[str]) -> tuple[str, ...]:
-    """The given modes in the canonical order of kml.MODES, which fixes the round-robin order (§1.3)."""
+    """The given modes in the canonical order of kml.MODES, which fixes the round-robin order (§1.1)."""
     modes = set(modes)
     unknown = sorted(modes - set(MODES))
     if unknown:

@@ -8,15 +8,13 @@ Layout (other code and tests rely on it):
     root attributes: dataset, image_size, split_rule (text), sources (JSON: raw file name -> sha256),
                      kml_version
 
-`write_dataset` writes a temporary file and renames it into place only when complete, after checking that
-it fits on the disk; a disk that fills up anyway ends in one NoSpaceError and no temporary file.
+`write_dataset` writes the file atomically (kml/files.py) after checking that it fits on the disk; a disk that
+fills up anyway ends in one NoSpaceError and no temporary file.
 """
 
 from __future__ import annotations
 
-import io
 import json
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +25,7 @@ import numpy as np
 
 import kml
 from kml import KmlError
-from kml.diskspace import require_free_space, write_errors_explained
+from kml.files import atomic_file, require_free_space
 
 SPLITS = ("train", "val", "test")
 _STRING = h5py.string_dtype(encoding="utf-8")
@@ -108,78 +106,11 @@ def write_dataset(path: str | Path, splits: Mapping[str, Split], *, dataset: str
              "sources": json.dumps(sources, sort_keys=True), "kml_version": kml.__version__}
     needed = stored_size(splits.values())
     require_free_space(path, needed)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with write_errors_explained(path, needed):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with open(tmp, "w+b", buffering=0) as raw:
-                target = _DiscardAfterError(raw)
-                try:
-                    with h5py.File(target, "w") as f:
-                        f.attrs.update(attrs)
-                        for name in SPLITS:
-                            _write_split(f, name, splits.get(name), image_size)
-                except Exception:
-                    if target.error is None:
-                        raise
-                if target.error is not None:
-                    raise target.error
-                os.fsync(raw.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+    with atomic_file(path, needed) as target, h5py.File(target, "w") as f:
+        f.attrs.update(attrs)
+        for name in SPLITS:
+            _write_split(f, name, splits.get(name), image_size)
     return path
-
-
-class _DiscardAfterError(io.RawIOBase):
-    """The file HDF5 writes through. After a write fails (a full disk) it records the error and discards the
-    rest: after a failed write h5py cannot close the file and the process crashes at exit (a segmentation
-    fault), so HDF5 must not see it; `write_dataset` raises the recorded error once HDF5 is done."""
-
-    def __init__(self, raw: io.FileIO) -> None:
-        super().__init__()
-        self.raw = raw
-        self.error: OSError | None = None
-
-    def readable(self) -> bool:
-        return True
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        return self.raw.readinto(buffer)
-
-    def write(self, data) -> int:
-        view = memoryview(data).cast("B")
-        if self.error is None:
-            try:
-                remaining = view
-                while remaining:
-                    remaining = remaining[os.write(self.raw.fileno(), remaining):]
-                return len(view)
-            except OSError as error:
-                self.error = error
-        self.raw.seek(len(view), io.SEEK_CUR)  # where HDF5 expects the position after a write
-        return len(view)
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        return self.raw.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self.raw.tell()
-
-    def truncate(self, size: int | None = None) -> int:
-        if self.error is None:
-            try:
-                return self.raw.truncate(size)
-            except OSError as error:
-                self.error = error
-        return self.raw.tell() if size is None else size
 
 
 def _image_chunks(shape: tuple[int, ...]) -> tuple[int, ...] | None:

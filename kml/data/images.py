@@ -1,8 +1,13 @@
 """Image encoding, decoding and resizing shared by `kml prepare` and `kml synth`.
 
-Every prepared image is what the released code feeds the network (REFERENCE §1.2): a PIL Lanczos resize
-to S×S, RGB uint8. Grayscale photographs (some CUB images) are tiled to three equal channels; Omniglot
-drawings are resized in grayscale, inverted so that strokes are bright, then tiled.
+Every prepared image gets one PIL Lanczos resize to S×S, RGB uint8: the transform the released loaders apply
+at load time (docs/specification.md §2.2). Grayscale photographs (some CUB images) are tiled to three equal
+channels; Omniglot drawings are resized in grayscale, inverted so that strokes are bright, then tiled.
+
+The stored pixels still differ from those the released code fed the network in two places. For CUB and
+Aircraft its preprocessing had already resized every image with scikit-image (bilinear) and re-saved it as
+JPEG, where kml resizes the original once. And mini-ImageNet's default `pickles` source holds Ren et al.'s
+own 84-pixel resize of the same images, not MMAML's (the `images` source is MMAML's; §2.4).
 """
 
 from __future__ import annotations
