@@ -20,10 +20,11 @@ import torch
 import yaml
 from synthetic import one_thread, small_run_config, synthetic_files  # noqa: F401  (fixtures)
 
-from kml import checkpoint, files
+from kml import checkpoint
 from kml.cli import main
 from kml.config import OptimConfig
 from kml.data.episodes import MultimodalSampler
+from kml.files import TEMPORARY_MARK
 from kml.methods.base import MetaLearner
 from kml.train import TrainingError, learning_rate, train
 
@@ -59,7 +60,7 @@ def _log(run):
 
 
 def _temporaries(run):
-    return [path for path in run.rglob("*") if files.TEMPORARY_MARK in path.name]
+    return [path for path in run.rglob("*") if TEMPORARY_MARK in path.name]
 
 
 def _config_file(config, folder):
@@ -100,7 +101,7 @@ def test_kill_9_and_rerun_gives_bitwise_the_uninterrupted_weights(tmp_path, file
     assert victim.returncode == -signal.SIGKILL
     assert not (killed / "model.pt").exists(), "the run ended before it was killed; give it more iterations"
     # As if the kill had also torn a checkpoint being written.
-    (killed / "checkpoints" / f".iter000020.pt{files.TEMPORARY_MARK}1").write_bytes(b"torn")
+    (killed / "checkpoints" / f".iter000020.pt{TEMPORARY_MARK}1").write_bytes(b"torn")
 
     subprocess.run(command(killed), env=ONE_THREAD, stderr=subprocess.DEVNULL, check=True)
     assert uninterrupted.wait() == 0
@@ -167,13 +168,13 @@ def test_a_changed_configuration_is_refused_but_an_evaluation_change_is_not(tmp_
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, files, monkeypatch):
     config = small_run_config(files, "protonet",
                               train={"iterations": 12, "checkpoint_every": 5, "log_every": 2})
-    forward, calls = MetaLearner.forward, itertools.count(1)
+    forward, calls = MetaLearner.forward_tasks, itertools.count(1)
 
-    def poisoned(self, batch):
-        result = forward(self, batch)
+    def poisoned(self, *tasks, **options):
+        result = forward(self, *tasks, **options)
         return dataclasses.replace(result, loss=result.loss * math.nan) if next(calls) == 8 else result
 
-    monkeypatch.setattr(MetaLearner, "forward", poisoned)
+    monkeypatch.setattr(MetaLearner, "forward_tasks", poisoned)
     with pytest.raises(TrainingError, match=r"iteration 8: the loss is nan; training stopped and "
                                             r".*iter000005\.pt is the last good state"):
         train(config, tmp_path)

@@ -7,11 +7,16 @@ import sys
 
 # The checkout's kml/plan.py, also when Snakemake runs from an environment without the package installed.
 sys.path.insert(0, str(workflow.basedir))
+from kml import KmlError  # noqa: E402
 from kml.plan import CLAIMS_REPORT, Plan, alternation, snapshot_name, to_yaml  # noqa: E402
 
-# Checks every value (naming the configuration file a bad one came from) and composes every job.
+# Checks every value (naming the configuration file a bad one came from) and composes every job. A bad value
+# is one line: a traceback would only bury it.
 MERGED_FILES = [f for f in workflow.configfiles if f not in workflow.overwrite_configfiles]
-PLAN = Plan(config, [*MERGED_FILES, *workflow.overwrite_configfiles])
+try:
+    PLAN = Plan(config, [*MERGED_FILES, *workflow.overwrite_configfiles])
+except KmlError as error:
+    sys.exit(f"Error in the configuration: {error}")
 RES = PLAN.config["resources"]
 # envs/*.yaml install this checkout into each conda environment (`--sdm conda`): pip expands ${KML_ROOT}.
 os.environ.setdefault("KML_ROOT", str(workflow.basedir))
