@@ -250,6 +250,17 @@ def run_config_from_dict(values: dict[str, Any]) -> RunConfig:
     return _build(RunConfig, values)
 
 
+# Sections that no trained model depends on. A model or snapshot keeps the configuration it was trained with;
+# read back (`trained_config`), these are left out, so that a model trained by an earlier kml stays usable
+# after their keys change.
+NOT_TRAINED = ("eval", "transference")
+
+
+def trained_config(recorded: dict[str, Any]) -> RunConfig:
+    """The configuration saved with a model or snapshot by `kml train`, without the NOT_TRAINED sections."""
+    return run_config_from_dict({key: value for key, value in recorded.items() if key not in NOT_TRAINED})
+
+
 def load_run_config(path: str | Path) -> RunConfig:
     path = Path(path)
     try:
