@@ -83,13 +83,16 @@ def reproduction_figure(summary: pd.DataFrame, note: str | None = None) -> Figur
     return figure
 
 
-def write_accuracy_figure(summary: pd.DataFrame, out_dir: Path, note: str | None = None) -> list[Path]:
-    """DIR/figures/reproduction.pdf and .png."""
-    figures = out_dir / "figures"
-    figures.mkdir(parents=True, exist_ok=True)
-    figure = reproduction_figure(summary, note)
-    pdf, png = figures / "reproduction.pdf", figures / "reproduction.png"
+def save_figure(figure: Figure, out_dir: Path, name: str) -> list[Path]:
+    """out_dir/figures/{name}.pdf and .png."""
+    pdf, png = (out_dir / "figures" / f"{name}.{ext}" for ext in ("pdf", "png"))
+    pdf.parent.mkdir(parents=True, exist_ok=True)
     # No creation date: the same results give byte-identical files (a rerun or a cluster run compares equal).
     figure.savefig(pdf, metadata={"CreationDate": None})
     figure.savefig(png, dpi=150)
     return [pdf, png]
+
+
+def write_accuracy_figure(summary: pd.DataFrame, out_dir: Path, note: str | None = None) -> list[Path]:
+    """DIR/figures/reproduction.pdf and .png."""
+    return save_figure(reproduction_figure(summary, note), out_dir, "reproduction")
