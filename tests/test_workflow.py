@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -28,8 +29,8 @@ PAPER_JOBS = {
     "download": 5, "prepare": 5,
     "train": 56, "train_with_snapshots": 12,  # 48 joint + 20 Multi-* members
     "evaluate": 64,
-    "transference": 12,
-    "report_accuracy": 1, "report_transference": 1, "all": 1,
+    "transference": 12, "transference_sweep": 12,
+    "report_accuracy": 1, "report_transference": 1, "report_step_size": 1, "all": 1,
 }
 
 
@@ -76,7 +77,7 @@ def workflow(tmp_path_factory) -> Path:
 def test_paper_dry_run_schedules_every_job(workflow):
     counts, outputs = dry_run(workflow)
     assert counts == PAPER_JOBS, counts
-    assert sum(counts.values()) == 157
+    assert sum(counts.values()) == 170
     cells = {f for f in outputs if f.startswith("results/eval/") and f.endswith(".csv")}
     assert len(cells) == 64
     assert "results/models/single/maml/omniglot/1shot/model.pt" in outputs
@@ -125,6 +126,22 @@ def test_impossible_plan_is_rejected_before_any_job(workflow, tmp_path):
     bad.write_text(yaml.safe_dump({"transference_runs": {"checkpoints": [40000]}}))
     result = snakemake(workflow, "--dry-run", "--configfile", str(bad), check=False)
     assert result.returncode != 0 and "must not exceed the 30000 training iterations" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("caption", sorted((REPO / "workflow" / "report").glob("*.rst")), ids=lambda p: p.name)
+def test_report_captions_render_without_a_docutils_error(caption):
+    """As `snakemake --report` renders them (kml's config and the smoke preset): Jinja, then docutils, whose
+    complaints (a bare |...| is a substitution reference) would show as an error box in the report."""
+    import jinja2
+    from docutils.core import publish_parts
+    from snakemake.utils import update_config
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    update_config(config, PRESET)
+    text = jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(caption.read_text()).render(
+        snakemake=SimpleNamespace(config=config))
+    body = publish_parts(text, writer="html", settings_overrides={"warning_stream": False})["body"]
+    assert "system-message" not in body, body
 
 
 def test_lint_is_clean(workflow):
