@@ -138,6 +138,16 @@ def test_csvs_of_one_snapshot_twice_or_of_different_analyses_are_an_error(tmp_pa
     _hand_rows().assign(iteration=200, neutral_band=0.02).to_csv(second, index=False)
     with pytest.raises(KmlError, match="neutral_band: the CSVs differ"):
         read_transference([first, second])
+    # Every method of a family takes the family's step size; the families may differ.
+    _hand_rows().assign(method="mprotonet", step_size=0.02).to_csv(second, index=False)
+    with pytest.raises(KmlError, match=r"step_size: the CSVs differ \(ProtoNet family\)"):
+        read_transference([first, second])
+    _hand_rows().assign(method="maml", step_size=0.02).to_csv(second, index=False)
+    assert len(read_transference([first, second])) == 2 * len(_hand_rows())
+    # The Adam option records the snapshot's learning rate, which the schedule halves.
+    for path, (iteration, lr) in zip((first, second), ((100, 1e-3), (20000, 2.5e-4))):
+        _hand_rows().assign(lookahead="adam", iteration=iteration, step_size=lr).to_csv(path, index=False)
+    assert len(read_transference([first, second])) == 2 * len(_hand_rows())
 
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")

@@ -45,7 +45,8 @@ from kml.transference import CSV_COLUMNS
 
 SNAPSHOT = ["method", "shots", "iteration"]  # one CSV per snapshot: its identity
 # Per-file constants carried into the summary; one report describes one analysis, so they agree across files
-# (step_size within each family: every method of a family takes its family's α).
+# (step_size within each family, where every method of a family takes its family's α; the Adam option's
+# learning rate follows the training schedule instead).
 DESCRIPTION = ["setting", "lookahead", "step_size", "lookahead_params", "neutral_band", "source_mode",
                "target_mode"]
 OUTCOMES = ("positive", "neutral", "negative")
@@ -95,6 +96,8 @@ def read_transference(paths: Sequence[Path]) -> pd.DataFrame:
     rows = read_ratio_csvs(paths, "transference CSV (`kml transference`)", one_step_size=True)
     files = rows.drop_duplicates(SNAPSHOT)
     for column in DESCRIPTION[1:]:
+        if column == "step_size" and (files["lookahead"] == "adam").all():
+            continue  # the snapshot's Adam learning rate, which follows the training's schedule
         groups = files.groupby(files["method"].map(family_of)) if column == "step_size" else [("", files)]
         for family, group in groups:
             values = group[column].astype(str).unique()
