@@ -217,15 +217,16 @@ def test_claims_table_compiles_and_fits_the_page(tmp_path):
 # ---- the step-size sweep ------------------------------------------------------------------------------------
 
 SWEEP_GRID = (1e-7, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+SLOPES = np.linspace(1, 10, 10)
 
 
-def _sweep_rows(method: str, change, slopes=np.linspace(1, 10, 10)) -> pd.DataFrame:
+def _sweep_rows(method: str, change, slopes=SLOPES) -> pd.DataFrame:
     """A sweep's rows: two targets with a source per slope s, LR − 1 = change(α, s) at every α of SWEEP_GRID."""
     return pd.concat([snapshot_rows({t: list(1 + change(alpha, slopes)) for t in range(2)}, method=method,
                                     step_size=alpha, iteration=300) for alpha in SWEEP_GRID], ignore_index=True)
 
 
-def test_the_sweep_finds_the_first_order_regime_and_each_familys_largest_step():
+def test_the_sweep_finds_the_first_order_regime_and_recommends_each_familys_largest_first_order_step():
     linear = _sweep_rows("maml", lambda alpha, s: alpha * s)
     curved = _sweep_rows("protonet", lambda alpha, s: alpha * s + (alpha * s) ** 2)
     sweep = summarize_sweep(pd.concat([linear, curved], ignore_index=True)).set_index(["method", "step_size"])
@@ -238,8 +239,8 @@ def test_the_sweep_finds_the_first_order_regime_and_each_familys_largest_step():
     expected = [np.median((1 + alpha * slopes) / (1 + 1e-4 * slopes)) for alpha in SWEEP_GRID[1:]]
     np.testing.assert_allclose(sweep.loc["protonet", "slope_ratio"].iloc[1:], expected, rtol=1e-5)
     assert sweep.loc["protonet", "first_order"].tolist() == [False, True, True, True, False, False]
-    largest = sweep[sweep["largest_first_order"]].reset_index()
-    assert set(zip(largest["family"], largest["step_size"])) == {("maml", 1.0), ("protonet", 1e-2)}
+    recommended = sweep[sweep["recommended"]].reset_index()
+    assert set(zip(recommended["family"], recommended["step_size"])) == {("maml", 1.0), ("protonet", 1e-2)}
     # α = 1e-4: LR − 1 from 1e-4 to 1e-3, all within the neutral band; α = 1e-2: 0.01 to 0.1, all negative.
     assert sweep.loc[("maml", 1e-4), "neutral_pct"] == 100 and sweep.loc[("maml", 1e-2), "negative_pct"] == 100
 
@@ -255,7 +256,19 @@ def test_a_curvature_that_changes_outcomes_ends_the_first_order_regime():
     # α = 1e-2: s = −20 lands on LR = 1 (neutral), s = −25 ... −40 above it (negative): 5 of 20 changed.
     assert at.loc[1e-3, "first_order_outcome_pct"] == 100 and at.loc[1e-3, "first_order"]
     assert at.loc[1e-2, "first_order_outcome_pct"] == 75 and not at.loc[1e-2, "first_order"]
-    assert at["largest_first_order"].tolist() == [alpha == 1e-3 for alpha in SWEEP_GRID]
+    assert at["recommended"].tolist() == [alpha == 1e-3 for alpha in SWEEP_GRID]
+
+
+def test_without_a_common_first_order_step_the_smallest_measurable_one_is_recommended():
+    # MAML: its slope jumps elevenfold from α = 1e-2 on (as where an activation changes sign inside its inner
+    # loop); MMAML: 200 times flatter, so lost in rounding below α = 1e-2. No α is first order for both.
+    jumping = _sweep_rows("maml", lambda alpha, s: alpha * s * (1 + 10 * (alpha >= 1e-2)))
+    flat = _sweep_rows("mmaml", lambda alpha, s: 0.005 * alpha * s)
+    sweep = summarize_sweep(pd.concat([jumping, flat], ignore_index=True)).set_index(["method", "step_size"])
+    assert sweep.loc["maml", "first_order"].tolist() == [False, True, True, False, False, False]
+    assert sweep.loc["mmaml", "first_order"].tolist() == [False, False, False, True, True, True]
+    assert sweep.loc["mmaml", "rounding_pct"].tolist()[:3] == [100, 100, 10]
+    assert sweep.loc[sweep["recommended"]].index.get_level_values("step_size").unique().tolist() == [1e-2]
 
 
 def test_the_step_size_report_writes_its_csv_and_figure_and_checks_its_options(tmp_path, capsys):

@@ -15,9 +15,13 @@ pairs whose outcome (positive, neutral, negative) at α is the one the first-ord
 1 + α·slope(reference) gives (100 while curvature changes no reading; pairs whose first-order term is small,
 near the neutral band's edges, are the first to change). A row is `first_order` when rounding spoils fewer
 than MAX_ROUNDING_PCT % of its pairs, its slope ratio is within LINEARITY_TOLERANCE of 1 and at least
-MIN_FIRST_ORDER_OUTCOME_PCT % of its pairs keep their first-order outcome. `largest_first_order` marks, per
-family, the largest α at which every analysed method, shot count and snapshot of the family is first order:
-the rule by which transference.step_size was chosen.
+MIN_FIRST_ORDER_OUTCOME_PCT % of its pairs keep their first-order outcome.
+
+`recommended` marks, per family, the α the rule behind transference.step_size gives: the largest α at which
+every analysed method, shot count and snapshot of the family is first order; where there is none (the
+first-order regime ends before LR − 1 is measurable in float32, as for the MAML family in
+docs/transference.md), the smallest α at which all of them are measurable (rounding spoils fewer than
+MAX_ROUNDING_PCT % of pairs), where curvature and the loss's non-smoothness weigh least.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ LINEARITY_TOLERANCE = 0.1
 MIN_FIRST_ORDER_OUTCOME_PCT = 90.0
 SWEEP_COLUMNS = ["setting", *SNAPSHOT, "family", "step_size", "n_sources", "n_targets",
                  *(f"{o}_pct" for o in OUTCOMES), "median_abs_change", "rounding_pct", "reference_step_size",
-                 "slope_ratio", "first_order_outcome_pct", "first_order", "largest_first_order"]
+                 "slope_ratio", "first_order_outcome_pct", "first_order", "recommended"]
 
 SHOT_LINESTYLES = ("-", "--", ":", "-.")
 METHOD_PALETTE = "tab10"
@@ -102,13 +106,19 @@ def summarize_sweep(rows: pd.DataFrame) -> pd.DataFrame:
                                            iteration=iteration, family=family_of(method))
              for (method, shots, iteration), group in cross.groupby(SNAPSHOT, sort=False)]
     sweep = pd.concat(parts, ignore_index=True)
-    # Per family, the largest α at which every analysed method and shot count of the family is first order.
-    every = sweep.groupby(["family", "step_size"])["first_order"].all().reset_index()
-    largest = every[every["first_order"]].groupby("family")["step_size"].max()
-    sweep["largest_first_order"] = sweep["step_size"] == sweep["family"].map(largest)
+    sweep["recommended"] = sweep["step_size"] == sweep["family"].map(recommended_step_sizes(sweep))
     order = {method: i for i, method in enumerate(METHODS)}
     sweep = sweep.sort_values([*SNAPSHOT, "step_size"], key=lambda c: c.map(order) if c.name == "method" else c)
     return sweep[SWEEP_COLUMNS].reset_index(drop=True)
+
+
+def recommended_step_sizes(sweep: pd.DataFrame) -> pd.Series:
+    """family -> the α of the rule (module docstring); a family with no measurable α has none."""
+    every = sweep.assign(measurable=sweep["rounding_pct"] < MAX_ROUNDING_PCT).groupby(
+        ["family", "step_size"])[["first_order", "measurable"]].all().reset_index()
+    first_order = every[every["first_order"]].groupby("family")["step_size"].max()
+    measurable = every[every["measurable"]].groupby("family")["step_size"].min()
+    return first_order.combine_first(measurable)
 
 
 # ---- figure -------------------------------------------------------------------------------------------------
@@ -121,14 +131,14 @@ def _family_lines(ax: Axes, sizes: Mapping[str, float], linestyle: str) -> None:
 def step_size_figure(sweep: pd.DataFrame, rows: pd.DataFrame, configured: Mapping[str, float],
                      note: str | None = None) -> Figure:
     """Against α (log scale), per method and shots: positive, neutral, negative fractions, median |LR − 1|, the
-    slope ratio and the first-order outcomes; the configured α and the largest first-order α of each family."""
+    slope ratio and the first-order outcomes; the configured α and the recommended α of each family."""
     curves = list(sweep[["method", "shots"]].drop_duplicates().itertuples(index=False, name=None))
     methods = list(dict.fromkeys(m for m, _ in curves))
     shots = sorted({k for _, k in curves})
     colors = dict(zip(methods, sns.color_palette(METHOD_PALETTE, len(methods))))
     styles = dict(zip(shots, itertools.cycle(SHOT_LINESTYLES)))
     last = sweep[sweep.groupby(["method", "shots"])["iteration"].transform("max") == sweep["iteration"]]
-    largest = last[last["largest_first_order"]].drop_duplicates("family").set_index("family")["step_size"]
+    recommended = recommended_step_sizes(sweep)
     band = rows["neutral_band"].iloc[0]
     figure = Figure(figsize=(13, 8.8), layout="constrained")
     axes = figure.subplots(2, 3)
@@ -146,18 +156,21 @@ def step_size_figure(sweep: pd.DataFrame, rows: pd.DataFrame, configured: Mappin
         ax.set_ylabel(label, fontsize="small")
         ax.grid(alpha=0.3)
         _family_lines(ax, configured, "--")
-        _family_lines(ax, largest.to_dict(), ":")
+        _family_lines(ax, recommended.to_dict(), ":")
     for ax, _, _ in [*panels[:3], panels[5]]:
         ax.set_ylim(-3, 103)
     change = axes[1, 0]
     change.set_yscale("log")
     for level, text in ((ROUNDING_LEVEL, "float32 rounding"), (band, f"neutral band {band:g}")):
         change.axhline(level, color="0.4", linewidth=0.9)
-        change.text(sweep["step_size"].min(), level, f" {text}", va="bottom", fontsize="x-small")
+        change.text(sweep["step_size"].max(), level, f"{text} ", ha="right", va="bottom", fontsize="x-small")
+    for family, size in {**recommended.to_dict(), **configured}.items():  # which line is whose
+        axes[0, 0].text(size, 0.98, f" {FAMILY_LABELS[family]}", rotation=90, va="top", fontsize="x-small",
+                        transform=axes[0, 0].get_xaxis_transform())
     axes[1, 1].axhspan(1 - LINEARITY_TOLERANCE, 1 + LINEARITY_TOLERANCE, **FIRST_ORDER_SHADE)
     axes[1, 1].set_ylim(0, 2)
     axes[1, 2].axhspan(MIN_FIRST_ORDER_OUTCOME_PCT, 103, **FIRST_ORDER_SHADE)
-    figure.legend(handles=_legend_handles(methods, shots, colors, styles, configured, largest),
+    figure.legend(handles=_legend_handles(methods, shots, colors, styles, configured, recommended),
                   loc="outside lower center", ncols=4, frameon=False, fontsize="small")
     first = rows.iloc[0]
     what = (f"{rows['source_task'].nunique()} {MODE_LABELS[first['source_mode']]} sources × "
@@ -171,14 +184,14 @@ def step_size_figure(sweep: pd.DataFrame, rows: pd.DataFrame, configured: Mappin
 
 
 def _legend_handles(methods: Sequence[str], shots: Sequence[int], colors: Mapping, styles: Mapping,
-                    configured: Mapping[str, float], largest: pd.Series) -> list[Line2D]:
+                    configured: Mapping[str, float], recommended: pd.Series) -> list[Line2D]:
     handles = [Line2D([], [], color=colors[m], linewidth=2, label=METHOD_LABELS[m]) for m in methods]
     handles += [Line2D([], [], color="0.3", linestyle=styles[k], label=f"{k}-shot") for k in shots]
     if configured:
         handles.append(Line2D([], [], color="0.2", linestyle="--", label="configured α: " + ", ".join(
             f"{FAMILY_LABELS[f]} {a:g}" for f, a in configured.items())))
-    handles.append(Line2D([], [], color="0.2", linestyle=":", label="largest first-order α: " + (", ".join(
-        f"{FAMILY_LABELS[f]} {a:g}" for f, a in largest.items()) if len(largest) else "none in the grid")))
+    handles.append(Line2D([], [], color="0.2", linestyle=":", label="recommended α: " + (", ".join(
+        f"{FAMILY_LABELS[f]} {a:g}" for f, a in recommended.items()) if len(recommended) else "none in the grid")))
     return handles
 
 
