@@ -40,7 +40,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 import torch
@@ -148,7 +148,7 @@ class GradientStep:
     stepped: dict[str, Tensor]
     fixed: dict[str, Tensor]
     step_size: float
-    rule = "sgd"
+    rule: ClassVar[str] = "sgd"  # the CSV's lookahead column
 
     def apply(self, grads: Gradients) -> Thetas:
         return {name: theta - self.step_size * grads[name] for name, theta in self.stepped.items()}
@@ -193,7 +193,7 @@ class AdamStep:
     fixed: dict[str, Tensor]
     states: dict[str, AdamState]
     step_size: float
-    rule = "adam"
+    rule: ClassVar[str] = "adam"
 
     def apply(self, grads: Gradients) -> Thetas:
         return {name: adam_update(theta, grads[name], self.states[name]) for name, theta in self.stepped.items()}
