@@ -123,8 +123,8 @@ class FamilyStepSizes:
     """α of the plain gradient-step lookahead, one per meta-learner family, shared by the family's methods,
     snapshots and shot counts so that they are compared at the same step (docs/transference.md: how chosen)."""
 
-    maml: float = 0.01
-    protonet: float = 0.01
+    maml: float = 3e-4
+    protonet: float = 1e-3
 
 
 @dataclass(frozen=True)

@@ -192,11 +192,25 @@ def test_smoke_writes_every_transference_output(smoke):
                 # one row per (source, target) pair, plus each target's self-transference
                 sources, targets = PRESET["transference"]["sources"], PRESET["transference"]["targets"]
                 assert len(ratios) == (sources + 1) * targets and ratios["self"].sum() == targets
-    assert (smoke / "results" / "transference" / "summary.csv").stat().st_size > 0
-    assert (smoke / "results" / "tables" / "transference.tex").stat().st_size > 0
+            # the step-size sweep on the last snapshot: its first sources x targets, plus self rows, per α
+            sweep = PRESET["transference"]["sweep"]
+            last = max(PRESET["transference_runs"]["checkpoints"])
+            ratios = pd.read_csv(smoke / "results" / "transference" / method / f"{shots}shot" / "step_size_sweep"
+                                 / f"iter{last}.csv")
+            assert len(ratios) == len(sweep["step_sizes"]) * (sweep["sources"] + 1) * sweep["targets"]
+    summary = pd.read_csv(smoke / "results" / "transference" / "summary.csv")
+    assert (summary[["positive_pct", "neutral_pct", "negative_pct"]].sum(axis=1) == 100).all()
+    assert (summary["lookahead"] == "sgd").all()
+    claims = pd.read_csv(smoke / "results" / "transference" / "claims.csv")
+    assert len(claims) == 4 * 2 * len(PRESET["transference_runs"]["checkpoints"]) * 2  # pairs x shots x snapshots x outcomes
+    sweep = pd.read_csv(smoke / "results" / "transference" / "step_size_sweep.csv")
+    assert len(sweep) == 6 * 2 * len(PRESET["transference"]["sweep"]["step_sizes"])
+    for table in ("transference.tex", "transference_claims.tex"):
+        assert "plumbing" in (smoke / "results" / "tables" / table).read_text()
     figures = list((smoke / "results" / "figures").glob("transference_*"))
-    assert figures and all(f.stat().st_size > 1000 for f in figures)
-    assert {f.suffix for f in figures} == {".pdf", ".png"}
+    assert {f.stem for f in figures} == {f"transference_{name}" for name in (
+        "histograms", "checkpoints", "single_target", "per_target", "kml", "step_size")}
+    assert all(f.stat().st_size > 1000 for f in figures) and {f.suffix for f in figures} == {".pdf", ".png"}
 
 
 @pytest.mark.slow
@@ -207,6 +221,7 @@ def test_smoke_run_is_complete_and_reports(smoke):
     snakemake(smoke, "--report", "results/report.html", *SMOKE)
     html = (smoke / "results" / "report.html").read_text(errors="replace")
     assert len(html) > 100_000 and "reproduction.png" in html and "summary.csv" in html
+    assert "transference_step_size.png" in html and "claims.csv" in html
 
 
 @pytest.mark.slow
