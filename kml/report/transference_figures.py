@@ -365,6 +365,9 @@ def kml_figure(rows: pd.DataFrame, summary: pd.DataFrame, note: str | None = Non
     for j, pair in enumerate(pairs):
         for i, k in enumerate(shots):
             ax = axes[i, j]
+            if not ((summary["method"].isin(pair)) & (summary["shots"] == k)).any():
+                _not_run(ax)
+                continue
             ax.grid(alpha=0.3)
             for method, color in zip(pair, PAIR_COLORS):
                 at = summary[(summary["method"] == method) & (summary["shots"] == k)]
