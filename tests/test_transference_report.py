@@ -196,6 +196,15 @@ def test_a_claim_measured_the_other_way_is_contradicted():
                                                                  "negative": "contradicted"}
 
 
+def test_equal_differences_in_sources_are_equal_numbers():
+    # One more positive source of three on each target: 100/3 points each, whether from 1/3 to 2/3 or from
+    # 2/3 to 3/3 (as differences of rounded percentages these would differ in the last bit).
+    kml = {0: [0.9, 0.9, 1.1], 1: [0.9, 0.9, 0.9], 2: [0.9, 0.9, 1.1]}
+    baseline = {0: [0.9, 1.1, 1.1], 1: [0.9, 0.9, 1.1], 2: [0.9, 1.1, 1.1]}
+    positive = transference_claims(_claim_rows(kml, baseline)).set_index("outcome").loc["positive"]
+    assert positive["delta_pct"] == round(100 / 3, 2) and positive["ci95_pct"] == 0 and positive["p_value"] == 0
+
+
 def test_claims_refuse_to_pair_different_target_tasks():
     rows = _claim_rows(MORE_POSITIVE, LESS_POSITIVE)
     rows.loc[rows["method"] == "protonet", "target_classes"] = "other"

@@ -115,11 +115,17 @@ def outcomes(ratios: pd.Series, band: float) -> pd.Series:
                      index=ratios.index)
 
 
+def target_counts(cross: pd.DataFrame, band: float, ratio: str = "ratio") -> pd.DataFrame:
+    """How many of each target's sources have each outcome of column `ratio`: index target_task, columns
+    OUTCOMES."""
+    kinds = outcomes(cross[ratio], band)
+    return pd.crosstab(cross["target_task"], kinds).reindex(columns=list(OUTCOMES), fill_value=0)
+
+
 def target_fractions(cross: pd.DataFrame, band: float, ratio: str = "ratio") -> pd.DataFrame:
     """% of each target's sources with each outcome of column `ratio`: index target_task, columns OUTCOMES."""
-    kinds = outcomes(cross[ratio], band)
-    return 100 * pd.crosstab(cross["target_task"], kinds, normalize="index").reindex(
-        columns=list(OUTCOMES), fill_value=0.0)
+    counts = target_counts(cross, band, ratio)
+    return 100 * counts.div(counts.sum(axis=1), axis=0)
 
 
 def largest_remainder(values: Sequence[float], total: int = 100) -> list[int]:

@@ -7,8 +7,8 @@ transfer than its baselines? From the analysis's rows (kml/report/transference.p
     DIR/tables/transference_claims.tex   the same as a booktabs table
 
 Each target task gives one paired difference (its fraction of sources with the outcome under the KML method
-minus under the baseline; both see the same sources and targets, which is checked); kml.stats.paired_difference
-gives the mean, its t interval and the paired t-test's p-value. The p-values are Holm-adjusted over every row of
+minus under the baseline, counted in whole sources; both see the same sources and targets, which is checked);
+kml.stats.paired_difference gives the mean, its t interval and the paired t-test's p-value. The p-values are Holm-adjusted over every row of
 the file (kml.stats.holm), since the same claim is tested at every snapshot, shot count and baseline, and
 kml.stats.verdict reads the adjusted one against the paper's difference: the paper's teaser gives
 MProtoNet+KML 13 points more positive transfer than ProtoNet and 15 more than MProtoNet (8 and 9 fewer
@@ -25,7 +25,7 @@ import pandas as pd
 from kml import KmlError
 from kml.report.paper import METHOD_LABELS, transference_reference
 from kml.report.tables import caption_with_note, table_float
-from kml.report.transference import analysis_in_words, latex_words, target_fractions
+from kml.report.transference import analysis_in_words, latex_words, target_counts
 from kml.stats import NO_PAPER_DIRECTION, NOT_SIGNIFICANT, holm, paired_difference, verdict
 
 # Each KML method against its baselines, as the paper compares them.
@@ -66,9 +66,13 @@ def transference_claims(rows: pd.DataFrame) -> pd.DataFrame:
             what = f"{METHOD_LABELS[method]} vs {METHOD_LABELS[baseline]}, {shots}-shot iteration {iteration}"
             _same_tasks(mine, theirs, what)
             band = mine["neutral_band"].iloc[0]
-            ours, base = target_fractions(mine, band), target_fractions(theirs, band)
+            ours, base = target_counts(mine, band), target_counts(theirs, band)
+            sources = ours.sum(axis=1)  # per target; the same for both (checked above)
             for outcome in CLAIM_OUTCOMES:
-                difference = paired_difference(ours[outcome], base[outcome])
+                # Each target's difference in whole sources, then in %: equal differences are equal numbers (as
+                # differences of two percentages, rounding would make them differ in the last bit).
+                per_target = 100 * (ours[outcome] - base[outcome]) / sources
+                difference = paired_difference(per_target, np.zeros(len(per_target)))
                 records.append({"setting": mine["setting"].iloc[0], "shots": shots, "iteration": iteration,
                                 "method": method, "baseline": baseline, "outcome": outcome,
                                 "delta_pct": round(difference.mean, DECIMALS),
