@@ -227,17 +227,17 @@ def bench_transference(settings: BenchSettings) -> Iterator[Result]:
                 for optimizer in optimizers.values():
                     optimizer.step()
 
-            # Also leaves the Adam state the lookahead reads.
+            # Also leaves the Adam state an Adam lookahead (transference.lookahead: adam) would read.
             training = time_iterations(train_step, settings if settings.quick else TRAINING_FULL)
             sources = tr.task_set(splits[analysis.source_mode], tr.SOURCE_SPLIT, config, analysis.sources,
                                   tr.SOURCE_STREAM)
             targets = tr.task_set(splits[analysis.target_mode], tr.TARGET_SPLIT, config, analysis.targets,
                                   tr.TARGET_STREAM)
             state = {"optimizers": {group: optimizer.state_dict() for group, optimizer in optimizers.items()}}
-            lookahead = tr.build_lookahead(method, state, analysis, "benchmark")
+            lookahead = tr.build_lookahead(method, state, config, "benchmark")
             # One analysis takes minutes at the paper's sizes: timed once, after the training steps' warm-up.
             timing = time_iterations(lambda i, method=method, lookahead=lookahead, sources=sources, targets=targets:
-                                     tr.lookahead_losses(method, lookahead, sources, targets, device),
+                                     tr.lookahead_losses(method, [lookahead], sources, targets, device),
                                      replace(settings, warmup=0, repeats=1, iterations=1))
             steps = analysis.sources
             wall, cpu = (steps * statistics.median(values) for values in (training.seconds, training.cpu_seconds))
@@ -714,17 +714,22 @@ def preset_estimate(plan: Plan, costs: dict[CostKey, TrainingResult]) -> dict[st
             tasks = per_mode * len(config.modes) if len(cell.trainings) == 1 else per_mode
             evaluation += tasks * task(config)
             eval_tasks += tasks
+    def lookaheads(config: RunConfig, sources: int, targets: int, steps: int) -> float:
+        """One snapshot: a one-task gradient per source and per target (self), and the target losses before,
+        and after each source's and each target's own update of each step size."""
+        gradients = (sources + targets) * iteration(config) / config.train.meta_batch_size
+        return gradients + (2 * targets + steps * sources * targets) * task(config)
+
     transference, snapshots = 0.0, 0
     for run in plan.transference.values():
-        config, analysis = run_config_from_dict(run.training.run_config), run_config_from_dict(run.run_config)
-        sources, targets = analysis.transference.sources, analysis.transference.targets
-        # per snapshot: a one-task update per source and per target (self), and the target losses before,
-        # after each source's update and after each target's own
-        lookaheads = (sources + targets) * iteration(config) / config.train.meta_batch_size
-        losses = (2 * targets + sources * targets) * task(config)
-        transference += len(run.training.snapshots) * (lookaheads + losses)
+        config = run_config_from_dict(run.training.run_config)
+        analysis = run_config_from_dict(run.run_config).transference
+        sweep = run_config_from_dict(run.sweep_run_config).transference.sweep
+        transference += len(run.training.snapshots) * lookaheads(config, analysis.sources, analysis.targets, 1)
+        transference += lookaheads(config, sweep.sources, sweep.targets, len(sweep.step_sizes))
         snapshots += len(run.training.snapshots)
-    runs = f"{len(plan.transference)} runs, {snapshots} snapshots; one-task updates costed as 1/meta-batch"
+    runs = (f"{len(plan.transference)} runs, {snapshots} snapshots and a step-size sweep each; one-task updates "
+            "costed as 1/meta-batch")
     return {
         "training": (training, f"{len(trainings)} trainings, {iterations:,} iterations in all"),
         "evaluation": (evaluation, f"{len(plan.cells)} cells, {eval_tasks:,} test tasks"),

@@ -119,8 +119,28 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class FamilyStepSizes:
+    """α of the plain gradient-step lookahead, one per meta-learner family, shared by the family's methods,
+    snapshots and shot counts so that they are compared at the same step (docs/transference.md: how chosen)."""
+
+    maml: float = 3e-4
+    protonet: float = 1e-3
+
+
+@dataclass(frozen=True)
+class StepSizeSweepConfig:
+    """The step-size sweep (`kml transference --sweep`): the first `sources` x `targets` fixed tasks of the
+    analysis at every α of `step_sizes`, on the last analysed snapshot of each model."""
+
+    step_sizes: tuple[float, ...] = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+    sources: int = 50
+    targets: int = 5
+
+
+@dataclass(frozen=True)
 class TransferenceConfig:
-    """Loss-ratio analysis (REFERENCE §5): sources from one mode's meta-train split, targets from another's test."""
+    """Loss-ratio analysis (docs/transference.md): sources from one mode's meta-train split, targets from
+    another's meta-test split."""
 
     source_mode: str = "miniimagenet"
     target_mode: str = "fc100"
@@ -128,15 +148,17 @@ class TransferenceConfig:
     # The paper used one target task; several give the positive fraction a confidence interval.
     targets: int = 20
     seed: int = 5
-    # "adam": the training optimizer's own step from the checkpoint's state; "sgd": plain step of sgd_lr.
-    lookahead: Literal["adam", "sgd"] = "adam"
-    sgd_lr: float = 1e-3
+    # "sgd": the paper's θ − α·∇L_i, α = step_size of the run's family; "adam": the training optimizer's next
+    # step from the snapshot's state, which is mostly the same momentum for every source (docs/transference.md).
+    lookahead: Literal["sgd", "adam"] = "sgd"
+    step_size: FamilyStepSizes = FamilyStepSizes()
     # "all": base and modulation networks; "base": the base network only.
     lookahead_params: Literal["all", "base"] = "all"
     # |LR - 1| < neutral_band counts as neutral.
     neutral_band: float = 0.01
     # Source tasks whose lookaheads are evaluated together (vmapped); changes speed and memory only.
     batch_size: int = 10
+    sweep: StepSizeSweepConfig = StepSizeSweepConfig()
 
 
 @dataclass(frozen=True)
@@ -248,6 +270,17 @@ def _build(cls: type, values: dict[str, Any], where: str = "") -> Any:
 
 def run_config_from_dict(values: dict[str, Any]) -> RunConfig:
     return _build(RunConfig, values)
+
+
+# Sections that no trained model depends on. A model or snapshot keeps the configuration it was trained with;
+# read back (`trained_config`), these are left out, so that a model trained by an earlier kml stays usable
+# after their keys change.
+NOT_TRAINED = ("eval", "transference")
+
+
+def trained_config(recorded: dict[str, Any]) -> RunConfig:
+    """The configuration saved with a model or snapshot by `kml train`, without the NOT_TRAINED sections."""
+    return run_config_from_dict({key: value for key, value in recorded.items() if key not in NOT_TRAINED})
 
 
 def load_run_config(path: str | Path) -> RunConfig:
