@@ -218,23 +218,25 @@ def bench_transference(settings: BenchSettings) -> Iterator[Result]:
             sampler = MultimodalSampler(splits, ways=task.ways, shots=shots, queries=task.queries,
                                         meta_batch_size=train.meta_batch_size, seed=train.seed)
             method.train()
-            train_step = _training_step(method, optimizers, sampler, Execution.of(config.train, device))
-            # Also leaves the Adam state the lookahead reads.
+            execution = Execution.of(config.train, device)
+            train_step = _training_step(method, optimizers, sampler, execution)
+            # Also leaves the Adam state an Adam lookahead (transference.lookahead: adam) would read.
             training = time_iterations(train_step, settings if settings.quick else TRAINING_FULL)
             sources = tr.task_set(splits[analysis.source_mode], tr.SOURCE_SPLIT, config, analysis.sources,
                                   tr.SOURCE_STREAM)
             targets = tr.task_set(splits[analysis.target_mode], tr.TARGET_SPLIT, config, analysis.targets,
                                   tr.TARGET_STREAM)
             state = {"optimizers": {group: optimizer.state_dict() for group, optimizer in optimizers.items()}}
-            lookahead = tr.build_lookahead(method, state, analysis, "benchmark")
+            lookahead = tr.build_lookahead(method, state, config, "benchmark")
             # One analysis takes minutes at the paper's sizes: timed once, after the training steps' warm-up.
-            timing = time_iterations(lambda i, method=method, lookahead=lookahead, sources=sources, targets=targets:
-                                     tr.lookahead_losses(method, lookahead, sources, targets, device),
+            timing = time_iterations(lambda i, method=method, lookahead=lookahead, sources=sources, targets=targets,
+                                     execution=execution:
+                                     tr.lookahead_losses(method, [lookahead], sources, targets, execution),
                                      replace(settings, warmup=0, repeats=1, iterations=1))
             steps = analysis.sources
             wall, cpu = (steps * statistics.median(values) for values in (training.seconds, training.cpu_seconds))
             notes = (f"one snapshot: {analysis.sources} sources x {analysis.targets} targets + {analysis.targets} "
-                     f"self, {'batched (vmap)' if tr.batched(device) else 'loop'} path, chunks of {analysis.batch_size}; "
+                     f"self, {'batched (vmap)' if execution.vmap_tasks else 'loop'} path, chunks of {analysis.batch_size}; "
                      f"{steps} training iterations (meta-batch {train.meta_batch_size}): {wall:.1f} s wall, "
                      f"{cpu:.1f} s cpu; analysis / training: {timing.seconds[0] / wall:.2f} wall, "
                      f"{timing.cpu_seconds[0] / cpu:.2f} cpu; {model.image_size} px, channels "
@@ -707,17 +709,22 @@ def preset_estimate(plan: Plan, costs: dict[CostKey, TrainingResult]) -> dict[st
             tasks = per_mode * len(config.modes) if len(cell.trainings) == 1 else per_mode
             evaluation += tasks * task(config)
             eval_tasks += tasks
+    def lookaheads(config: RunConfig, sources: int, targets: int, steps: int) -> float:
+        """One snapshot: a one-task gradient per source and per target (self), and the target losses before,
+        and after each source's and each target's own update of each step size."""
+        gradients = (sources + targets) * iteration(config) / config.train.meta_batch_size
+        return gradients + (2 * targets + steps * sources * targets) * task(config)
+
     transference, snapshots = 0.0, 0
     for run in plan.transference.values():
-        config, analysis = run_config_from_dict(run.training.run_config), run_config_from_dict(run.run_config)
-        sources, targets = analysis.transference.sources, analysis.transference.targets
-        # per snapshot: a one-task update per source and per target (self), and the target losses before,
-        # after each source's update and after each target's own
-        lookaheads = (sources + targets) * iteration(config) / config.train.meta_batch_size
-        losses = (2 * targets + sources * targets) * task(config)
-        transference += len(run.training.snapshots) * (lookaheads + losses)
+        config = run_config_from_dict(run.training.run_config)
+        analysis = run_config_from_dict(run.run_config).transference
+        sweep = run_config_from_dict(run.sweep_run_config).transference.sweep
+        transference += len(run.training.snapshots) * lookaheads(config, analysis.sources, analysis.targets, 1)
+        transference += lookaheads(config, sweep.sources, sweep.targets, len(sweep.step_sizes))
         snapshots += len(run.training.snapshots)
-    runs = f"{len(plan.transference)} runs, {snapshots} snapshots; one-task updates costed as 1/meta-batch"
+    runs = (f"{len(plan.transference)} runs, {snapshots} snapshots and a step-size sweep each; one-task updates "
+            "costed as 1/meta-batch")
     return {
         "training": (training, f"{len(trainings)} trainings, {iterations:,} iterations in all"),
         "evaluation": (evaluation, f"{len(plan.cells)} cells, {eval_tasks:,} test tasks"),

@@ -78,13 +78,33 @@ def _transference(args: argparse.Namespace) -> None:
     from kml.config import load_run_config
     from kml.transference import run_transference
 
-    run_transference(load_run_config(args.config), checkpoints=args.checkpoint, out_dir=args.out_dir)
+    run_transference(load_run_config(args.config), checkpoints=args.checkpoint, out_dir=args.out_dir,
+                     sweep=args.sweep)
 
 
 def _report_transference(args: argparse.Namespace) -> None:
-    from kml.report.transference import report_transference
+    from kml.report import report_transference
 
     report_transference(args.csvs, out_dir=args.out_dir, note=args.note)
+
+
+def _report_step_size(args: argparse.Namespace) -> None:
+    from kml.report.step_size import report_step_size
+
+    report_step_size(args.csvs, out_dir=args.out_dir, configured=dict(args.step_size or []), note=args.note)
+
+
+def _family_step_size(text: str) -> tuple[str, float]:
+    """FAMILY=ALPHA, as `kml report step-size --step-size` takes it."""
+    family, _, value = text.partition("=")
+    try:
+        alpha = float(value)
+    except ValueError:
+        alpha = float("nan")
+    if family not in ("maml", "protonet") or not alpha > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give FAMILY=ALPHA with FAMILY maml or protonet and ALPHA > 0, "
+                                         "e.g. protonet=0.01")
+    return family, alpha
 
 
 def _report_accuracy(args: argparse.Namespace) -> None:
@@ -177,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", type=Path, action="append", required=True, metavar="SNAP.pt",
                    help="training snapshot (snapshots/iter*.pt); repeatable")
     p.add_argument("--out-dir", type=Path, required=True, help="writes iter{N}.csv per snapshot")
+    p.add_argument("--sweep", action="store_true",
+                   help="the step-size sweep instead: transference.sweep's sources x targets at every one of its "
+                        "step sizes (plain gradient steps), to choose or check transference.step_size")
     p.set_defaults(handler=_transference)
 
     p = commands.add_parser("report", help="tables and figures from results, beside the paper's numbers")
@@ -197,9 +220,19 @@ def build_parser() -> argparse.ArgumentParser:
     r = reports.add_parser("transference", help="transference summary, table and figures from `kml transference` CSVs")
     r.add_argument("csvs", type=Path, nargs="+", metavar="CSV", help="iter{N}.csv files written by `kml transference`")
     r.add_argument("--out-dir", type=Path, required=True,
-                   help="writes transference/summary.csv, tables/transference.tex, figures/transference_*.{pdf,png}")
-    r.add_argument("--note", help="text printed in the table's caption and under the figures' titles")
+                   help="writes transference/{summary,claims}.csv, tables/transference{,_claims}.tex, "
+                        "figures/transference_*.{pdf,png}")
+    r.add_argument("--note", help="text printed in the tables' captions and under the figures' titles")
     r.set_defaults(handler=_report_transference)
+    r = reports.add_parser("step-size", help="the step-size sweep's summary and figure from `kml transference "
+                                             "--sweep` CSVs")
+    r.add_argument("csvs", type=Path, nargs="+", metavar="CSV", help="iter{N}.csv files written with --sweep")
+    r.add_argument("--out-dir", type=Path, required=True,
+                   help="writes transference/step_size_sweep.csv, figures/transference_step_size.{pdf,png}")
+    r.add_argument("--step-size", type=_family_step_size, action="append", metavar="FAMILY=ALPHA",
+                   help="the configured transference.step_size of a family, marked in the figure; repeatable")
+    r.add_argument("--note", help="text printed under the figure's title")
+    r.set_defaults(handler=_report_step_size)
 
     p = commands.add_parser("bench", help="measure speeds; appends to a results CSV and rewrites its Markdown table")
     p.add_argument("--quick", action="store_true", help="tiny data and few repeats: proves it runs (for CI)")

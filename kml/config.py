@@ -69,11 +69,13 @@ SECTION = ConfigDict(extra="forbid")
 
 # ---- who reads a key ---------------------------------------------------------------------------------------
 
-Job = Literal["train", "evaluate", "transference"]
+# "sweep" is the transference step-size sweep (`kml transference --sweep`).
+Job = Literal["train", "evaluate", "transference", "sweep"]
 TRAIN: frozenset[str] = frozenset({"train"})
 EVALUATE: frozenset[str] = frozenset({"evaluate"})
 TRANSFERENCE: frozenset[str] = frozenset({"transference"})
-EVERY_JOB: frozenset[str] = TRAIN | EVALUATE | TRANSFERENCE
+SWEEP: frozenset[str] = frozenset({"sweep"})
+EVERY_JOB: frozenset[str] = TRAIN | EVALUATE | TRANSFERENCE | SWEEP
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +138,7 @@ class ReadBy:
 # `kml evaluate` and `kml transference` rebuild each model from the configuration saved with it, so of a
 # training's keys they read only the tasks, the image size the model expects of the data and where to run.
 EVERY_JOB_READS = ReadBy(EVERY_JOB)
+ANALYSIS_READS = ReadBy(TRANSFERENCE)  # of the transference section: not its step-size sweep
 
 
 # ---- sections ------------------------------------------------------------------------------------------------
@@ -247,27 +250,56 @@ class EvalConfig:
 
 
 @dataclass(frozen=True, config=SECTION)
-class TransferenceConfig:
-    """Loss-ratio analysis (docs/specification.md §8): sources from one mode's meta-train split, targets from
-    another's meta-test split."""
+class FamilyStepSizes:
+    """α of the plain gradient-step lookahead, one per meta-learner family, shared by the family's methods,
+    snapshots and shot counts so that they are compared at the same step (docs/transference.md: how chosen).
+    A run reads its own family's."""
 
     read_by: ClassVar[ReadBy] = ReadBy(TRANSFERENCE)
 
+    maml: Annotated[Positive, ReadBy(TRANSFERENCE, _maml_family)] = 3e-4
+    protonet: Annotated[Positive, ReadBy(TRANSFERENCE, _protonet_family)] = 1e-3
+
+
+@dataclass(frozen=True, config=SECTION)
+class StepSizeSweepConfig:
+    """The step-size sweep (`kml transference --sweep`): the first `sources` x `targets` fixed tasks of the
+    analysis at every α of `step_sizes`, on the last analysed snapshot of each model."""
+
+    read_by: ClassVar[ReadBy] = ReadBy(SWEEP)
+
+    step_sizes: Annotated[tuple[Positive, ...], Field(min_length=1)] = (
+        1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+    sources: PositiveInt = 50
+    targets: PositiveInt = 5
+
+
+@dataclass(frozen=True, config=SECTION)
+class TransferenceConfig:
+    """Loss-ratio analysis (docs/transference.md, docs/specification.md §8): sources from one mode's meta-train
+    split, targets from another's meta-test split. The analysis and its step-size sweep (`--sweep`) share the
+    fixed tasks; each reads only its own keys of the rest.
+    """
+
+    read_by: ClassVar[ReadBy] = ReadBy(TRANSFERENCE | SWEEP)
+
     source_mode: Mode = "miniimagenet"
     target_mode: Mode = "fc100"
-    sources: PositiveInt = 300
+    sources: Annotated[PositiveInt, ANALYSIS_READS] = 300
     # The paper used one target task; several give the positive fraction a confidence interval.
-    targets: PositiveInt = 20
+    targets: Annotated[PositiveInt, ANALYSIS_READS] = 20
     seed: Int = 5
-    # "adam": the training optimizer's own step from the checkpoint's state; "sgd": plain step of sgd_lr.
-    lookahead: Literal["adam", "sgd"] = "adam"
-    sgd_lr: NonNegative = 1e-3
+    # "sgd": the paper's θ − α·∇L_i, α = step_size of the run's family; "adam": the training optimizer's next
+    # step from the snapshot's state, which is mostly the same momentum for every source (docs/transference.md).
+    lookahead: Annotated[Literal["sgd", "adam"], ANALYSIS_READS] = "sgd"
+    step_size: Annotated[FamilyStepSizes, ANALYSIS_READS] = FamilyStepSizes()
     # "all": base and modulation networks; "base": the base network only.
     lookahead_params: Literal["all", "base"] = "all"
     # |LR - 1| < neutral_band counts as neutral.
     neutral_band: NonNegative = 0.01
     # Source tasks whose lookaheads are evaluated together (vmapped); changes speed and memory only.
     batch_size: PositiveInt = 10
+    sweep: Annotated[StepSizeSweepConfig, ReadBy(SWEEP)] = StepSizeSweepConfig()
 
 
 SECTIONS: dict[str, type] = {
@@ -320,10 +352,17 @@ _RUN_CONFIG = TypeAdapter(RunConfig)
 
 # ---- who reads what -------------------------------------------------------------------------------------------
 
-def reader(cls: type, key: str) -> ReadBy:
-    """The `ReadBy` of a key of RunConfig or of one of its sections: the key's own, else its section's."""
-    own = [m for m in cls.__pydantic_fields__[key].metadata if isinstance(m, ReadBy)]
-    return own[0] if own else cls.read_by
+def reader(cls: type, key: str) -> ReadBy | None:
+    """The `ReadBy` of a key of RunConfig or of one of its sections: the key's own, else (for a key holding a
+    section) None, as each of the section's keys says, else that of the section it is in. An unknown key
+    goes with its section (None at the top level), so that validation names it wherever it is read."""
+    field = cls.__pydantic_fields__.get(key)
+    if field is None:
+        return getattr(cls, "read_by", None)
+    own = [m for m in field.metadata if isinstance(m, ReadBy)]
+    if own:
+        return own[0]
+    return None if hasattr(field.annotation, "read_by") else cls.read_by
 
 
 def read_values(values: Mapping[str, Any], job: str, *, resumable: bool = True) -> dict[str, Any]:
@@ -334,19 +373,21 @@ def read_values(values: Mapping[str, Any], job: str, *, resumable: bool = True) 
     """
     run = Run(method_spec(values["method"]), tuple(values["modes"]), values)
 
-    def wanted(cls: type, key: str) -> bool:
-        by = reader(cls, key)
-        return by.reads(job, run) and (resumable or not by.resumable)
-
-    kept: dict[str, Any] = {}
-    for key, value in values.items():
-        if key in SECTIONS:
-            read = {k: v for k, v in value.items() if wanted(SECTIONS[key], k)}
-            if read:
-                kept[key] = read
-        elif wanted(RunConfig, key):
+    def read(cls: type, section: Mapping[str, Any]) -> dict[str, Any]:
+        kept = {}
+        for key, value in section.items():
+            by = reader(cls, key)
+            if by is not None and (not by.reads(job, run) or (by.resumable and not resumable)):
+                continue
+            inner = cls.__pydantic_fields__[key].annotation if key in cls.__pydantic_fields__ else None
+            if hasattr(inner, "read_by") and isinstance(value, Mapping):  # a section: what the job reads of it
+                value = read(inner, value)
+                if not value:
+                    continue
             kept[key] = value
-    return kept
+        return kept
+
+    return read(RunConfig, values)
 
 
 # ---- reading and writing ---------------------------------------------------------------------------------------
@@ -357,6 +398,15 @@ def run_config_from_dict(values: Mapping[str, Any]) -> RunConfig:
         return _RUN_CONFIG.validate_python(dict(values))
     except ValidationError as error:
         raise ConfigError(describe_errors(error, RunConfig)) from None
+
+
+def trained_config(recorded: Mapping[str, Any]) -> RunConfig:
+    """The configuration saved with a model or snapshot by `kml train`, as far as its training read it.
+
+    What only other jobs read (evaluation, transference) is left out, so that a model trained by an earlier kml
+    stays usable after those keys change.
+    """
+    return run_config_from_dict(read_values(recorded, "train"))
 
 
 def load_run_config(path: str | Path) -> RunConfig:

@@ -21,7 +21,7 @@ from torch import nn
 
 from kml import KmlError, checkpoint, files
 from kml.cell_csv import cell_frame
-from kml.config import ConfigError, RunConfig, TrainConfig, run_config_from_dict
+from kml.config import ConfigError, RunConfig, TrainConfig, trained_config
 from kml.data.episodes import prefetch
 from kml.execution import Execution, resolve_device
 from kml.methods.registry import build_method, build_multi
@@ -89,7 +89,7 @@ def _load_member(config: RunConfig, path: Path) -> tuple[Path, RunConfig, nn.Mod
     if not isinstance(saved, dict) or not {"config", "state_dict"} <= saved.keys():
         raise EvaluationError(f"{path}: not a model file written by `kml train` (no config and state_dict)")
     try:
-        member = run_config_from_dict(saved["config"])
+        member = trained_config(saved["config"])
     except ConfigError as error:
         raise EvaluationError(f"{path}: its recorded configuration is not valid here ({error}); "
                               "train it again with this version of kml") from None

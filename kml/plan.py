@@ -14,7 +14,9 @@ How a run configuration is composed (a `kml.config.RunConfig` as a plain dict):
 3. only the keys that can change the job's result are kept (each key declares its readers in kml/config.py,
    `ReadBy`): a training never sees `eval` or `transference`, MAML runs never see `protonet`, unmodulated
    methods never see `model.kml_form`, and evaluation and transference (which rebuild each model from the
-   configuration saved with it) see only the tasks, the image size, how to execute and their own section.
+   configuration saved with it) see only the tasks, the image size, where to run and their own section; of
+   `transference`, the analysis sees neither `sweep` nor the other family's `step_size`, the step-size sweep
+   sees neither `lookahead`, `step_size`, `sources` nor `targets`.
    The dict is the job's Snakemake `params`, so editing one value in config.yaml reruns exactly the jobs
    whose result it can change (and what is built from them), and nothing else.
 
@@ -27,6 +29,8 @@ Paths (stable; docs/ARCHITECTURE.md and the README describe them):
     results/models/single/{family}/{mode}/{shots}shot/ a Multi-* member, shared by every setting with the mode
     results/eval/{setting}/{method}/{shots}shot.csv   a table cell (`kml evaluate`), its config beside it (.yaml)
     results/transference/{method}/{shots}shot/iter{N}.csv  loss ratios at snapshot N (`kml transference`)
+    results/transference/{method}/{shots}shot/step_size_sweep/iter{N}.csv  the step-size sweep on the last
+                                                      snapshot N (`kml transference --sweep`)
 """
 
 from __future__ import annotations
@@ -73,9 +77,18 @@ CLAIMS_REPORT = {
 TRANSFERENCE_REPORT = {
     "summary": "results/transference/summary.csv",
     "table": "results/tables/transference.tex",
+    "claims": "results/transference/claims.csv",
+    "claims_table": "results/tables/transference_claims.tex",
 }
 # Its figures: results/figures/transference_{name}.{pdf,png}.
-TRANSFERENCE_FIGURES = ("histograms", "checkpoints", "kml")
+TRANSFERENCE_FIGURES = ("histograms", "checkpoints", "single_target", "per_target", "kml")
+# `kml report step-size SWEEP_CSVS... --out-dir results`.
+STEP_SIZE_REPORT = {
+    "sweep": "results/transference/step_size_sweep.csv",
+    "figure_pdf": "results/figures/transference_step_size.pdf",
+    "figure_png": "results/figures/transference_step_size.png",
+}
+STEP_SIZE_SWEEP_DIR = "step_size_sweep"
 
 
 class PlanError(ConfigError):
@@ -170,12 +183,14 @@ class Cell(_Job):
 
 @dataclass(frozen=True)
 class TransferenceRun(_Job):
-    """`kml transference` on the snapshots of one trained model: one CSV per snapshot."""
+    """`kml transference` on the snapshots of one trained model: one CSV per snapshot; and the step-size sweep
+    on its last snapshot (`kml transference --sweep`, with sweep_run_config)."""
 
     method: str
     shots: int
     run_config: dict[str, Any]
     training: Training
+    sweep_run_config: dict[str, Any]
 
     @property
     def name(self) -> str:
@@ -188,6 +203,14 @@ class TransferenceRun(_Job):
     @property
     def csvs(self) -> list[str]:
         return [f"{self.directory}/iter{n}.csv" for n in self.training.snapshots]
+
+    @property
+    def sweep_snapshot(self) -> str:
+        return self.training.snapshot_files[-1]  # snapshots are sorted: the last is the latest
+
+    @property
+    def sweep_csv(self) -> str:
+        return f"{self.directory}/{STEP_SIZE_SWEEP_DIR}/iter{self.training.snapshots[-1]}.csv"
 
 
 class Plan:
@@ -305,9 +328,9 @@ class Plan:
     def _transference_run(self, method: str, shots: int) -> TransferenceRun:
         setting = self.transference_setting
         training = self.trainings[f"{setting}/{method}/{shots}shot"]
-        config = self._run_config("transference", method, self.settings[setting], setting, shots,
-                                  self._sections(method), f"transference {method}/{shots}shot")
-        return TransferenceRun(method, shots, config, training)
+        configs = [self._run_config(purpose, method, self.settings[setting], setting, shots, self._sections(method),
+                                    f"transference {method}/{shots}shot") for purpose in ("transference", "sweep")]
+        return TransferenceRun(method, shots, configs[0], training, configs[1])
 
     # ---- lookups by wildcard -------------------------------------------------------------------------------
     def training(self, name: str) -> Training:
@@ -376,9 +399,24 @@ class Plan:
                 files[f"{figure}_{ext}"] = f"{RESULTS_DIR}/figures/transference_{figure}.{ext}"
         return files
 
+    @property
+    def step_size_sweep_csvs(self) -> list[str]:
+        return [run.sweep_csv for run in self.transference.values()]
+
+    @property
+    def step_size_report(self) -> dict[str, str]:
+        return dict(STEP_SIZE_REPORT) if self.transference else {}
+
+    def step_size_args(self) -> str:
+        """`kml report step-size`'s --step-size options: the configured α of each analysed family, quoted."""
+        sizes = {}
+        for run in self.transference.values():
+            sizes.update(run.run_config["transference"]["step_size"])  # each run holds its family's only
+        return shlex.join([arg for family, size in sizes.items() for arg in ("--step-size", f"{family}={size}")])
+
     def all_targets(self) -> list[str]:
         return [*self.cell_csvs, *ACCURACY_REPORT.values(), *CLAIMS_REPORT.values(), *self.transference_csvs,
-                *self.transference_report.values()]
+                *self.transference_report.values(), *self.step_size_sweep_csvs, *self.step_size_report.values()]
 
     def job_counts(self) -> dict[str, int]:
         """Jobs per kind when nothing exists yet (the dry run of `all` reports the same numbers)."""
@@ -392,6 +430,7 @@ class Plan:
             "train_with_snapshots": sum(1 for t in self.trainings.values() if t.snapshots),
             "evaluate": len(self.cells),
             "transference": len(self.transference),
+            "transference_sweep": len(self.transference),
         }
 
 

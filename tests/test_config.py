@@ -10,6 +10,7 @@ def test_defaults_are_the_papers_maml_settings():
     assert not config.maml.first_order
     assert config.model.kml_form == "residual" and config.model.query_embedding == "support"
     assert (config.train.iterations, config.train.meta_batch_size) == (60000, 10)
+    assert config.transference.lookahead == "sgd"  # the paper's plain gradient step, not the optimizer's
 
 
 def test_modes_take_the_canonical_order_and_family_follows_the_method():
@@ -30,6 +31,9 @@ def test_modes_take_the_canonical_order_and_family_follows_the_method():
         ({"method": "maml", "modes": ["imagenet"]}, "unknown mode 'imagenet'"),
         ({"method": "maml", "modes": ["fc100", "fc100"]}, "lists a mode twice"),
         ({"modes": ["fc100"]}, "method"),
+        ({"method": "maml", "modes": ["fc100"], "transference": {"step_size": {"mamll": 0.1}}},
+         "transference.step_size.mamll: unknown key"),
+        ({"method": "maml", "modes": ["fc100"], "transference": {"lookahead": "momentum"}}, "transference.lookahead"),
     ],
 )
 def test_bad_values_are_rejected_with_the_key_named(values, message):

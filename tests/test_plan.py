@@ -53,7 +53,8 @@ def test_the_paper_has_48_joint_trainings_20_members_64_cells_and_12_transferenc
         (s, m, k) for s in SETTINGS for m in paper.methods for k in (1, 5)}
     assert set(paper.transference) == {f"{m}/{k}shot" for m in JOINT_METHODS for k in (1, 5)}
     assert paper.job_counts() == {"synth": 0, "download": 5, "prepare": 5, "train_joint": 48, "train_member": 20,
-                                  "train_with_snapshots": 12, "evaluate": 64, "transference": 12}
+                                  "train_with_snapshots": 12, "evaluate": 64, "transference": 12,
+                                  "transference_sweep": 12}
 
 
 def test_settings_modes_and_cells_use_the_canonical_mode_order(paper):
@@ -145,6 +146,18 @@ def test_every_composed_run_config_is_a_valid_run_config_with_only_its_sections(
         assert config.modes == tuple(m for t in trained for m in t.modes) or not METHODS[job.method].multi
     for run in plan.transference.values():
         assert run.run_config["modes"] == run.training.run_config["modes"]
+        # each job sees its own part of the transference section: the analysis its family's step size
+        family = "protonet" if "protonet" in run.method else "maml"
+        assert set(run.run_config["transference"]["step_size"]) == {family}
+        assert "sweep" not in run.run_config["transference"]
+        sweep = run.sweep_run_config["transference"]
+        assert "sweep" in sweep and not {"lookahead", "step_size", "sources", "targets"} & set(sweep)
+        run_config_from_dict(run.sweep_run_config)
+        outside = [{k: v for k, v in values.items() if k != "transference"}
+                   for values in (run.run_config, run.sweep_run_config)]
+        assert outside[0] == outside[1]
+        assert run.sweep_snapshot == run.training.snapshot_files[-1]
+        assert run.sweep_csv.endswith(f"/step_size_sweep/iter{max(run.training.snapshots)}.csv")
 
 
 def test_smoke_preset_is_small_offline_and_complete():
@@ -166,6 +179,8 @@ def affected(before: Plan, after: Plan) -> dict[str, set[str]]:
         old, new = getattr(before, kind), getattr(after, kind)
         assert old.keys() == new.keys()
         changed[kind] = {name for name in old if old[name].run_config != new[name].run_config}
+    changed["sweeps"] = {name for name, run in before.transference.items()
+                         if run.sweep_run_config != after.transference[name].sweep_run_config}
     changed["prepare"] = {d for d in before.datasets if before.prepare_args(d) != after.prepare_args(d)}
     changed["download"] = {d for d in before.datasets if before.download_args(d) != after.download_args(d)}
     return changed
@@ -180,36 +195,42 @@ ALL_TRANSFERENCE = {f"{m}/{k}shot" for m in JOINT_METHODS for k in (1, 5)}
 KML_JOINT = {f"{s}/{m}/{k}shot" for s in SETTINGS for m in ("mmaml_kml", "mprotonet_kml") for k in (1, 5)}
 
 
-@pytest.mark.parametrize(("overlay", "trainings", "cells", "transference", "prepare"), [
+@pytest.mark.parametrize(("overlay", "trainings", "cells", "transference", "sweeps", "prepare"), [
     # the shared MAML inner lr: joint MAML-family trainings only (the Multi-MAML members set their own);
     # their cells and transference runs follow through the model files, not through their own params
-    ({"maml": {"inner_lr": 0.1}}, MAML_JOINT, set(), set(), set()),
+    ({"maml": {"inner_lr": 0.1}}, MAML_JOINT, set(), set(), set(), set()),
     # the KML kernel form: the two KML methods only
-    ({"model": {"kml_form": "released"}}, KML_JOINT, set(), set(), set()),
+    ({"model": {"kml_form": "released"}}, KML_JOINT, set(), set(), set(), set()),
     # the image size: every job, and the prepared files they read (new names: data/processed/*-64.h5)
-    ({"model": {"image_size": 64}}, ALL_TRAININGS, ALL_CELLS, ALL_TRANSFERENCE, set()),
+    ({"model": {"image_size": 64}}, ALL_TRAININGS, ALL_CELLS, ALL_TRANSFERENCE, ALL_TRANSFERENCE, set()),
     # one Multi-MAML member's inner lr: that member at both shots; the cells follow through its model file
     ({"overrides": {"multi_member": {"maml": {"fc100": {"maml": {"inner_lr": 0.02}}}}}},
-     {f"{SINGLE}/maml/fc100/1shot", f"{SINGLE}/maml/fc100/5shot"}, set(), set(), set()),
+     {f"{SINGLE}/maml/fc100/1shot", f"{SINGLE}/maml/fc100/5shot"}, set(), set(), set(), set()),
     # evaluation tasks: every cell, no training
-    ({"eval": {"tasks_per_mode": 600}}, set(), ALL_CELLS, set(), set()),
-    # the transference analysis: its runs only
-    ({"transference": {"sources": 100}}, set(), set(),
-     {f"{m}/{k}shot" for m in JOINT_METHODS for k in (1, 5)}, set()),
+    ({"eval": {"tasks_per_mode": 600}}, set(), ALL_CELLS, set(), set(), set()),
+    # the transference analysis's sources: its runs only, not the step-size sweeps
+    ({"transference": {"sources": 100}}, set(), set(), ALL_TRANSFERENCE, set(), set()),
+    # one family's step size: that family's analyses only
+    ({"transference": {"step_size": {"maml": 0.5}}}, set(), set(),
+     {f"{m}/{k}shot" for m in ("maml", "mmaml", "mmaml_kml") for k in (1, 5)}, set(), set()),
+    # the sweep's grid: the sweeps only
+    ({"transference": {"sweep": {"step_sizes": [0.1, 1.0]}}}, set(), set(), set(), ALL_TRANSFERENCE, set()),
+    # what both read
+    ({"transference": {"neutral_band": 0.02}}, set(), set(), ALL_TRANSFERENCE, ALL_TRANSFERENCE, set()),
     # which snapshots: the 12 models that publish them (the analysis gets new snapshot and CSV files)
     ({"transference_runs": {"checkpoints": [1000, 2000]}},
-     {f"2mode_dagger/{m}/{k}shot" for m in JOINT_METHODS for k in (1, 5)}, set(), set(), set()),
+     {f"2mode_dagger/{m}/{k}shot" for m in JOINT_METHODS for k in (1, 5)}, set(), set(), set(), set()),
     # a data option: that dataset's preparation only
-    ({"prepare": {"fc100_negative": True}}, set(), set(), set(), {"fc100"}),
+    ({"prepare": {"fc100_negative": True}}, set(), set(), set(), set(), {"fc100"}),
     # the ProtoNet family's schedule: its joint runs and the Multi-ProtoNet members
     ({"overrides": {"family": {"protonet": {"train": {"iterations": 20000}}}}},
      {f"{s}/{m}/{k}shot" for s in SETTINGS for m in ("protonet", "mprotonet", "mprotonet_kml") for k in (1, 5)}
-     | {f"{SINGLE}/protonet/{mode}/{k}shot" for mode in MODES for k in (1, 5)}, set(), set(), set()),
+     | {f"{SINGLE}/protonet/{mode}/{k}shot" for mode in MODES for k in (1, 5)}, set(), set(), set(), set()),
 ])
 def test_changing_one_value_changes_the_params_of_exactly_the_jobs_it_affects(
-        paper, overlay, trainings, cells, transference, prepare):
+        paper, overlay, trainings, cells, transference, sweeps, prepare):
     changed = affected(paper, Plan(workflow_config(overlay)))
-    assert changed == {"trainings": trainings, "cells": cells, "transference": transference,
+    assert changed == {"trainings": trainings, "cells": cells, "transference": transference, "sweeps": sweeps,
                        "prepare": prepare, "download": set()}
 
 
@@ -245,6 +266,10 @@ def test_impossible_requests_are_rejected_naming_the_key(overlay, message):
     ({"shots": [1, "5"]}, "shots: expected an integer, got '5'"),
     ({"model": {"kml_form": "J+M"}}, "model.kml_form: 'J+M' is not one of 'residual' or 'released'"),
     ({"task": {"shots": 5}}, "task.shots: set by the workflow from `shots:`; remove it here"),
+    ({"transference": {"step_size": {"protonett": 0.1}}}, "transference.step_size.protonett: unknown key"),
+    ({"transference": {"step_size": {"maml": 0}}}, "transference.step_size.maml: must be greater than 0 (got 0)"),
+    ({"transference": {"sweep": {"step_size": [0.1]}}}, "transference.sweep.step_size: unknown key"),
+    ({"transference": {"sgd_lr": 0.001}}, "transference.sgd_lr: unknown key"),
 ])
 def test_bad_values_are_rejected_naming_the_key_and_the_value(overlay, named):
     with pytest.raises(ConfigError, match=re.escape(named)):
@@ -268,7 +293,7 @@ def test_yaml_numbers_without_a_dot_are_read_as_numbers():
 
 def test_an_empty_checkpoint_list_turns_the_transference_analysis_off():
     plan = Plan(workflow_config({"transference_runs": {"checkpoints": []}}))
-    assert not plan.transference and not plan.transference_report
+    assert not plan.transference and not plan.transference_report and not plan.step_size_report
     assert not any(t.snapshots for t in plan.trainings.values())
     assert all("transference" not in target for target in plan.all_targets())
 
@@ -293,6 +318,10 @@ def test_paper_targets_are_the_documented_paths(paper):
                  "results/claims.csv", "results/tables/claims.tex", "results/figures/claims.pdf",
                  "results/figures/claims.png",
                  "results/transference/summary.csv", "results/tables/transference.tex",
+                 "results/transference/claims.csv", "results/tables/transference_claims.tex",
+                 "results/figures/transference_single_target.png", "results/figures/transference_per_target.pdf",
+                 "results/transference/step_size_sweep.csv", "results/figures/transference_step_size.png",
+                 "results/transference/mmaml_kml/5shot/step_size_sweep/iter20000.csv",
                  "results/transference/mmaml_kml/5shot/iter20000.csv"):
         assert path in targets
     assert paper.processed_files == [f"data/processed/{m}-84.h5" for m in sorted(MODES)]

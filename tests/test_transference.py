@@ -1,12 +1,11 @@
-"""Transference: loss ratios after one-task lookaheads (kml/transference.py) and their report
-(kml/report/transference.py), on tiny models trained for a few iterations on synthetic data."""
+"""Transference: loss ratios after one-task lookaheads (kml/transference.py), on tiny models trained for a few
+iterations on synthetic data, and `kml report transference` on them (the report's rules on hand-made rows:
+tests/test_transference_report.py)."""
 
 from __future__ import annotations
 
 import copy
-import re
-import shutil
-import subprocess
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -14,17 +13,12 @@ import pytest
 import torch
 from synthetic import one_thread, small_run_config, synthetic_files  # noqa: F401  (fixtures)
 
-from kml import KmlError, checkpoint
+from kml import checkpoint
+from kml import transference as tr
 from kml.cli import main
-from kml.config import RunConfig, TransferenceConfig, save_run_config
+from kml.config import RunConfig, save_run_config
 from kml.methods.registry import build_method
-from kml.report.transference import (
-    FIGURES,
-    SUMMARY_COLUMNS,
-    read_transference,
-    summarize_transference,
-    transference_table,
-)
+from kml.report.transference_figures import FIGURES
 from kml.train import train
 from kml.transference import (
     CSV_COLUMNS,
@@ -85,24 +79,95 @@ def _ratios(files, snapshots, method, tmp_path, **transference) -> pd.DataFrame:
     return pd.read_csv(csv)
 
 
+def _zero_gradients(monkeypatch, evaluator: type) -> None:
+    """Make `kml transference` use `evaluator`, with every source's gradient replaced by zeros."""
+    real = evaluator.gradients
+    monkeypatch.setattr(tr, "evaluator_for", lambda method, lookahead, targets, vmap_tasks: evaluator(
+        method, lookahead, targets))
+    monkeypatch.setattr(evaluator, "gradients",
+                        lambda self, tasks: {name: torch.zeros_like(g) for name, g in real(self, tasks).items()})
+
+
+@pytest.mark.parametrize("evaluator", [LoopEvaluator, BatchedEvaluator])
 @pytest.mark.parametrize("method", METHODS)
-def test_a_zero_step_gives_a_ratio_of_exactly_one_and_a_real_step_does_not(files, snapshots, method, tmp_path):
-    zero = _ratios(files, snapshots, method, tmp_path / "zero", lookahead="sgd", sgd_lr=0.0)
+def test_only_the_source_gradient_enters_the_default_lookahead(files, snapshots, method, evaluator, tmp_path,
+                                                                monkeypatch):
+    snapshot = checkpoint.load(snapshots(method)[SNAPSHOTS[-1]])
+    momentum = [state["exp_avg"] for optimizer in snapshot["optimizers"].values()
+                for state in optimizer["state"].values()]
+    assert all(m.abs().sum() > 0 for m in momentum)  # Adam state that could leak into the step
+    real = _ratios(files, snapshots, method, tmp_path / "real")
+    assert (real["ratio"] != 1.0).all() and (real["lookahead"] == "sgd").all()
+    _zero_gradients(monkeypatch, evaluator)
+    zero = _ratios(files, snapshots, method, tmp_path / "zero")
     assert len(zero) == SOURCES * TARGETS + TARGETS
     assert (zero["ratio"] == 1.0).all()
-    adam = _ratios(files, snapshots, method, tmp_path / "adam")
+    # The Adam option moves θ without any source gradient: the test above could see a leak of its state.
+    adam = _ratios(files, snapshots, method, tmp_path / "adam", lookahead="adam")
     assert (adam["ratio"] != 1.0).all()
+    assert np.allclose(adam["ratio_to_momentum_only"], 1.0, rtol=0, atol=1e-6)
+    if evaluator is LoopEvaluator:  # the momentum-only losses come from the same kernels there
+        assert (adam["ratio_to_momentum_only"] == 1.0).all()
+
+
+@pytest.mark.parametrize("method", ["protonet", "mmaml_kml"])
+def test_the_default_lookahead_is_first_order_in_the_step_size(files, snapshots, method):
+    """(LR(2α) − 1) / (LR(α) − 1) = 2 for a small α: LR − 1 is proportional to α (float64, no rounding)."""
+    model, lookahead, sources, targets = _evaluation(files, snapshots, method, dtype=torch.float64)
+    alpha = 1e-7  # these tiny networks are sharply curved: at 1e-6 the second-order term is ~1e-3
+    steps = [replace(lookahead, step_size=alpha).apply, replace(lookahead, step_size=2 * alpha).apply]
+    evaluator = LoopEvaluator(model, lookahead, targets)
+    changes = []
+    for chunk in sources:
+        before, (once, twice) = evaluator.cross(chunk, steps)
+        changes.append(torch.stack([once / before - 1, twice / before - 1]))
+    once, twice = torch.cat(changes, dim=1)
+    assert (once.abs() > 1e-10).all()  # far above float64 rounding
+    # A step of α², a step with an offset or one that misses the source gradient would fail these.
+    torch.testing.assert_close(twice / once, torch.full_like(once, 2.0), rtol=0, atol=1e-3)
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_a_small_step_on_the_target_itself_lowers_its_loss(files, snapshots, method, tmp_path):
     # Small enough that the first-order decrease dominates: these tiny networks are sharply curved (a step of
     # 1e-4 already overshoots on some tasks).
-    rows = _ratios(files, snapshots, method, tmp_path, lookahead="sgd", sgd_lr=1e-5)
+    rows = _ratios(files, snapshots, method, tmp_path, step_size={"maml": 1e-5, "protonet": 1e-5})
     own = rows[rows["self"]]
     assert len(own) == TARGETS and (own["source_task"] == own["target_task"]).all()
     assert (own["source_mode"] == "fc100").all() and (own["source_split"] == "test").all()
     assert (own["ratio"] < 1).all()
+
+
+def test_each_family_takes_its_own_step_size_and_every_row_records_it(files, snapshots, tmp_path):
+    sizes = {"maml": 2e-3, "protonet": 5e-4}
+    for method in ("protonet", "mmaml_kml"):
+        rows = _ratios(files, snapshots, method, tmp_path / method, step_size=sizes)
+        family = "protonet" if "protonet" in method else "maml"
+        assert (rows["step_size"] == sizes[family]).all() and (rows["lookahead"] == "sgd").all()
+        assert rows["loss_after_momentum_only"].isna().all() and rows["ratio_to_momentum_only"].isna().all()
+    adam = _ratios(files, snapshots, "protonet", tmp_path / "adam", lookahead="adam")
+    # The Adam option records the snapshot's learning rate (training's default, 1e-3) as its step size.
+    assert (adam["lookahead"] == "adam").all() and (adam["step_size"] == 1e-3).all()
+    # One momentum-only loss per target, whatever the source.
+    cross = adam[~adam["self"]]
+    assert cross.groupby("target_task")["loss_after_momentum_only"].nunique().eq(1).all()
+    assert np.allclose(adam["ratio_to_momentum_only"], adam["loss_after"] / adam["loss_after_momentum_only"])
+
+
+def test_the_sweep_evaluates_the_first_tasks_at_every_step_size(files, snapshots, tmp_path):
+    grid = [1e-4, 1e-3]
+    sweep = {"sources": 3, "targets": 2, "step_sizes": grid}
+    config = _config(files, "protonet", sweep=sweep, step_size={"maml": 1e-3, "protonet": 1e-3})
+    [csv] = run_transference(config, [snapshots("protonet")[SNAPSHOTS[-1]]], tmp_path / "sweep", sweep=True)
+    rows = pd.read_csv(csv)
+    assert list(rows.columns) == list(CSV_COLUMNS) and sorted(rows["step_size"].unique()) == grid
+    assert len(rows) == len(grid) * (3 * 2 + 2)
+    # Its tasks are the analysis's first ones, and at the analysis's α its ratios are the analysis's.
+    main = _ratios(files, snapshots, "protonet", tmp_path / "main", step_size={"maml": 1e-3, "protonet": 1e-3})
+    keys = ["source_task", "source_classes", "target_task", "target_classes", "self"]
+    shared = rows[rows["step_size"] == 1e-3].merge(main, on=keys, suffixes=("", "_main"))
+    assert len(shared) == 3 * 2 + 2
+    np.testing.assert_allclose(shared["ratio"], shared["ratio_main"], rtol=0, atol=1e-6)
 
 
 def test_sources_and_targets_are_fixed_by_the_seed_and_shared_by_every_method_and_snapshot(files, snapshots, tmp_path):
@@ -128,82 +193,6 @@ def test_sources_and_targets_are_fixed_by_the_seed_and_shared_by_every_method_an
     assert not any(torch.equal(a, b) for a, b in zip(base, other))
 
 
-def _hand_rows():
-    """Two targets, four sources each (band 0.01), and a self row per target, as `kml transference` writes."""
-    ratios = {0: [0.90, 0.995, 1.00, 1.20], 1: [0.50, 0.80, 0.98, 1.02]}
-    rows = [{"target_task": t, "source_task": s, "self": False, "ratio": r}
-            for t, values in ratios.items() for s, r in enumerate(values)]
-    rows += [{"target_task": 0, "source_task": 0, "self": True, "ratio": 0.7},
-             {"target_task": 1, "source_task": 1, "self": True, "ratio": 0.9}]
-    frame = pd.DataFrame(rows).assign(
-        setting="2mode_dagger", method="protonet", shots=1, iteration=100, lookahead="adam", lookahead_params="all",
-        sgd_lr=np.nan, neutral_band=0.01, source_mode="miniimagenet", source_split="train", source_classes="a|b",
-        target_mode="fc100", target_classes="c|d", loss_before=1.0)
-    return frame.assign(loss_after=frame["ratio"])[list(CSV_COLUMNS)]
-
-
-def test_fractions_cis_median_and_self_on_hand_made_ratios():
-    [row] = summarize_transference(_hand_rows()).to_dict("records")
-    # Per target: positive 1/4 and 3/4 (0.98 is outside the band), neutral 2/4 and 0, negative 1/4 and 1/4.
-    ci = 1.96 * 25 / np.sqrt(2)  # population std of (25, 75) is 25
-    assert row["positive_pct"] == pytest.approx(50) and row["positive_ci95_pct"] == pytest.approx(ci)
-    assert row["neutral_pct"] == pytest.approx(25) and row["neutral_ci95_pct"] == pytest.approx(ci)
-    assert row["negative_pct"] == pytest.approx(25) and row["negative_ci95_pct"] == pytest.approx(0)
-    assert row["median_ratio"] == pytest.approx(np.median([0.9, 0.995, 1.0, 1.2, 0.5, 0.8, 0.98, 1.02]))
-    assert row["self_ratio"] == pytest.approx(0.8)
-    assert row["self_ratio_ci95"] == pytest.approx(1.96 * 0.1 / np.sqrt(2))
-    assert (row["n_sources"], row["n_targets"]) == (4, 2)
-    # The paper's teaser numbers for ProtoNet, with the caveat that it states neither shots nor stage.
-    assert (row["paper_positive_pct"], row["paper_neutral_pct"], row["paper_negative_pct"]) == (28, 9, 63)
-    assert "not stated" in row["paper_note"]
-    assert list(summarize_transference(_hand_rows()).columns) == SUMMARY_COLUMNS
-
-
-def test_a_single_target_has_no_confidence_interval_and_an_unreported_method_no_paper_numbers():
-    rows = _hand_rows()
-    rows = rows[rows["target_task"] == 0].assign(method="maml")
-    [row] = summarize_transference(rows).to_dict("records")
-    assert row["positive_pct"] == pytest.approx(25) and np.isnan(row["positive_ci95_pct"])
-    assert np.isnan(row["paper_positive_pct"]) and "no transference numbers" in row["paper_note"]
-
-
-@pytest.mark.parametrize(("edit", "message"), [
-    (lambda rows: rows.drop(columns="ratio"), "missing columns ratio"),
-    (lambda rows: rows.assign(iteration=[100, 200] * 5), "exactly one (method, shots, iteration)"),
-    (lambda rows: rows.assign(ratio=-1.0), "positive number"),
-])
-def test_a_malformed_csv_is_an_error_naming_the_file(tmp_path, edit, message):
-    path = tmp_path / "iter100.csv"
-    edit(_hand_rows()).to_csv(path, index=False)
-    with pytest.raises(KmlError, match=f"{re.escape(str(path))}: .*{re.escape(message)}"):
-        read_transference([path])
-
-
-def test_csvs_of_one_snapshot_twice_or_of_different_analyses_are_an_error(tmp_path):
-    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
-    _hand_rows().to_csv(first, index=False)
-    _hand_rows().to_csv(second, index=False)
-    with pytest.raises(KmlError, match="given twice"):
-        read_transference([first, second])
-    _hand_rows().assign(iteration=200, neutral_band=0.02).to_csv(second, index=False)
-    with pytest.raises(KmlError, match="neutral_band: the CSVs differ"):
-        read_transference([first, second])
-
-
-@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
-def test_table_compiles_with_booktabs_and_fits_the_page(tmp_path):
-    # The widest rows: the longest method name, five-digit iterations, CIs and the paper's numbers.
-    rows = pd.concat([_hand_rows().assign(method=m, iteration=20000) for m in ("mprotonet_kml", "mmaml")])
-    (tmp_path / "table.tex").write_text(transference_table(summarize_transference(rows), "Smoke & 50% {note}"))
-    (tmp_path / "document.tex").write_text(
-        "\\documentclass{article}\\usepackage{booktabs}\\begin{document}\\input{table.tex}\\end{document}\n")
-    result = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "document.tex"],
-                            cwd=tmp_path, capture_output=True, text=True, check=False)
-    log = (tmp_path / "document.log").read_text(errors="replace")
-    assert result.returncode == 0, log[-3000:]
-    assert "Overfull \\hbox" not in log, log[-3000:]
-
-
 @pytest.mark.parametrize("params", ["all", "base"])
 def test_adam_lookahead_is_what_torch_adam_would_do_next(files, params):
     method = build_method(_config(files, "mprotonet_kml"))
@@ -223,7 +212,8 @@ def test_adam_lookahead_is_what_torch_adam_would_do_next(files, params):
         for optimizer in optimizers.values():
             optimizer.step()
     state = {"optimizers": {name: copy.deepcopy(o.state_dict()) for name, o in optimizers.items()}}
-    lookahead = build_lookahead(method, state, TransferenceConfig(lookahead_params=params), "test")
+    config = _config(files, "mprotonet_kml", lookahead="adam", lookahead_params=params)
+    lookahead = build_lookahead(method, state, config, "test")
     gradients = random_gradients()
     twice = {name: torch.stack([g, -g]) for name, g in gradients.items()}
     ours, batched = lookahead.apply(gradients), lookahead.apply(twice)
@@ -239,37 +229,41 @@ def test_adam_lookahead_is_what_torch_adam_would_do_next(files, params):
         torch.testing.assert_close(batched[name][0], value, rtol=0, atol=0)
         assert not torch.equal(batched[name][1], value)
     assert set(lookahead.fixed) == set(named) - set(ours)
+    assert lookahead.step_size == 0.02  # the base network's learning rate, recorded in the CSV
 
 
-def _evaluation(files, snapshots, method, **transference):
+def _evaluation(files, snapshots, method, dtype=torch.float32, **transference):
     """(model, lookahead, source chunks, all targets) of the method's last snapshot, as tensors on the CPU."""
     config = _config(files, method, **transference)
     cpu = torch.device("cpu")
-    model, snapshot = load_snapshot(snapshots(method)[SNAPSHOTS[-1]], config, cpu)
-    lookahead = build_lookahead(model, snapshot, config.transference, "test")
+    model, snapshot, _ = load_snapshot(snapshots(method)[SNAPSHOTS[-1]], config, cpu)
+    model.to(dtype)
+    lookahead = build_lookahead(model, snapshot, config, "test")
+
+    def tensors(chunk):
+        return tuple(x.to(dtype) if x.is_floating_point() else x for x in _tensors(chunk, cpu))
+
     sources, targets = transference_tasks(config)
-    joined = tuple(torch.cat(parts) for parts in zip(*(_tensors(chunk, cpu) for chunk in targets.chunks)))
-    return model, lookahead, [_tensors(chunk, cpu) for chunk in sources.chunks], joined
+    joined = tuple(torch.cat(parts) for parts in zip(*map(tensors, targets.chunks)))
+    return model, lookahead, [tensors(chunk) for chunk in sources.chunks], joined
 
 
 @pytest.mark.parametrize(("method", "params"), [*((m, "all") for m in METHODS), ("mprotonet_kml", "base"),
                                                 ("mmaml_kml", "base")])
 def test_batched_path_equals_a_loop_over_sources(files, snapshots, method, params):
-    model, lookahead, sources, targets = _evaluation(files, snapshots, method, lookahead_params=params)
+    # In float64, where the two paths' different summation orders leave no visible trace: in float32 their
+    # second-order MAML gradients differ by rounding that a gradient step turns into ~0.5 % of LR − 1.
+    model, lookahead, sources, targets = _evaluation(files, snapshots, method, dtype=torch.float64,
+                                                     lookahead_params=params)
     loop, batched = LoopEvaluator(model, lookahead, targets), BatchedEvaluator(model, lookahead, targets)
-    for chunk in sources:  # chunks of 2, 2 and 1
-        (loop_before, loop_after), (batched_before, batched_after) = loop.cross(chunk), batched.cross(chunk)
-        torch.testing.assert_close(batched_after / batched_before, loop_after / loop_before, rtol=0, atol=1e-5)
-        assert not torch.allclose(loop_after, loop_before, rtol=0, atol=1e-4)  # the lookahead changes losses
-    torch.testing.assert_close(batched.own(targets)[1], loop.own(targets)[1], rtol=0, atol=1e-5)
-
-
-@pytest.mark.parametrize("method", METHODS)
-def test_batched_path_gives_exactly_one_for_a_zero_step(files, snapshots, method):
-    model, lookahead, sources, targets = _evaluation(files, snapshots, method, lookahead="sgd", sgd_lr=0.0)
-    evaluator = BatchedEvaluator(model, lookahead, targets)
-    for before, after in [*map(evaluator.cross, sources), evaluator.own(targets)]:
-        assert torch.equal(before, after)
+    updates = [lookahead.apply, replace(lookahead, step_size=lookahead.step_size / 10).apply]
+    pairs = [(loop.cross(chunk, updates), batched.cross(chunk, updates)) for chunk in sources]  # chunks 2, 2, 1
+    pairs.append((loop.own(targets, updates), batched.own(targets, updates)))
+    for (loop_before, loop_after), (batched_before, batched_after) in pairs:
+        for loop_losses, batched_losses in zip(loop_after, batched_after):
+            torch.testing.assert_close(batched_losses / batched_before - 1, loop_losses / loop_before - 1,
+                                       rtol=1e-9, atol=1e-12)
+            assert (loop_losses != loop_before).all()  # the lookahead changes every loss
 
 
 def test_cli_writes_a_csv_per_snapshot_and_the_report_every_output(files, snapshots, tmp_path, capsys):
@@ -293,15 +287,28 @@ def test_cli_writes_a_csv_per_snapshot_and_the_report_every_output(files, snapsh
             assert (results / "figures" / f"transference_{name}.{ext}").stat().st_size > 0
 
 
-def test_a_final_model_has_no_optimizer_state_for_the_adam_lookahead(files, snapshots, tmp_path, capsys):
-    config = _config(files, "protonet")
+def test_a_snapshot_trained_before_the_transference_section_changed_is_still_analysed(files, snapshots, tmp_path):
+    snapshot = checkpoint.load(snapshots("protonet")[SNAPSHOTS[-1]])
+    # What kml saved with every model before the step size became per family.
+    snapshot["config"]["transference"] = {"lookahead": "adam", "sgd_lr": 0.001}
+    old = tmp_path / "old.pt"
+    checkpoint.save(snapshot, old)
+    [csv] = run_transference(_config(files, "protonet"), [old], tmp_path)
+    assert len(pd.read_csv(csv)) == SOURCES * TARGETS + TARGETS
+
+
+def test_a_final_model_serves_the_default_lookahead_but_not_the_adam_one(files, snapshots, tmp_path, capsys):
+    config = _config(files, "protonet", lookahead="adam")
     final = tmp_path / "model.pt"
-    model, _ = load_snapshot(snapshots("protonet")[SNAPSHOTS[-1]], config, torch.device("cpu"))
+    model, _, _ = load_snapshot(snapshots("protonet")[SNAPSHOTS[-1]], config, torch.device("cpu"))
     checkpoint.save({"config": config.to_dict(), "model": model.state_dict(), "iteration": 3}, final)
     config_file = tmp_path / "run.yaml"
     save_run_config(config, config_file)
     code = main(["transference", "--config", str(config_file), "--checkpoint", str(final), "--out-dir", str(tmp_path)])
     assert code == 2 and "no optimizer state" in capsys.readouterr().err
+    save_run_config(_config(files, "protonet"), config_file)
+    assert main(["transference", "--config", str(config_file), "--checkpoint", str(final), "--out-dir",
+                 str(tmp_path)]) == 0
     save_run_config(_config(files, "maml"), config_file)
     code = main(["transference", "--config", str(config_file), "--checkpoint", str(snapshots("protonet")[2]),
                  "--out-dir", str(tmp_path)])

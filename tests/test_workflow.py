@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -31,8 +32,8 @@ PAPER_JOBS = {
     "download": 5, "prepare": 5,
     "train": 56, "train_with_snapshots": 12,  # 48 joint + 20 Multi-* members
     "evaluate": 64,
-    "transference": 12,
-    "report_accuracy": 1, "report_claims": 1, "report_transference": 1, "all": 1,
+    "transference": 12, "transference_sweep": 12,
+    "report_accuracy": 1, "report_claims": 1, "report_transference": 1, "report_step_size": 1, "all": 1,
 }
 
 
@@ -82,7 +83,7 @@ def workflow(tmp_path_factory) -> Path:
 def test_paper_dry_run_schedules_every_job(workflow):
     counts, outputs = dry_run(workflow)
     assert counts == PAPER_JOBS, counts
-    assert sum(counts.values()) == 158
+    assert sum(counts.values()) == 171
     cells = {f for f in outputs if f.startswith("results/eval/") and f.endswith(".csv")}
     assert len(cells) == 64
     assert "results/models/single/maml/omniglot/1shot/model.pt" in outputs
@@ -132,6 +133,22 @@ def test_impossible_plan_is_rejected_before_any_job(workflow, tmp_path):
     bad.write_text(yaml.safe_dump({"transference_runs": {"checkpoints": [40000]}}))
     result = snakemake(workflow, "--dry-run", "--configfile", str(bad), check=False)
     assert result.returncode != 0 and "must not exceed the 30000 training iterations" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("caption", sorted((REPO / "workflow" / "report").glob("*.rst")), ids=lambda p: p.name)
+def test_report_captions_render_without_a_docutils_error(caption):
+    """As `snakemake --report` renders them (kml's config and the smoke preset): Jinja, then docutils, whose
+    complaints (a bare |...| is a substitution reference) would show as an error box in the report."""
+    import jinja2
+    from docutils.core import publish_parts
+    from snakemake.utils import update_config
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    update_config(config, PRESET)
+    text = jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(caption.read_text()).render(
+        snakemake=SimpleNamespace(config=config))
+    body = publish_parts(text, writer="html", settings_overrides={"warning_stream": False})["body"]
+    assert "system-message" not in body, body
 
 
 def test_lint_is_clean(workflow):
@@ -196,11 +213,25 @@ def test_smoke_writes_every_transference_output(smoke):
                 # one row per (source, target) pair, plus each target's self-transference
                 sources, targets = PRESET["transference"]["sources"], PRESET["transference"]["targets"]
                 assert len(ratios) == (sources + 1) * targets and ratios["self"].sum() == targets
-    assert (smoke / "results" / "transference" / "summary.csv").stat().st_size > 0
-    assert (smoke / "results" / "tables" / "transference.tex").stat().st_size > 0
+            # the step-size sweep on the last snapshot: its first sources x targets, plus self rows, per α
+            sweep = PRESET["transference"]["sweep"]
+            last = max(PRESET["transference_runs"]["checkpoints"])
+            ratios = pd.read_csv(smoke / "results" / "transference" / method / f"{shots}shot" / "step_size_sweep"
+                                 / f"iter{last}.csv")
+            assert len(ratios) == len(sweep["step_sizes"]) * (sweep["sources"] + 1) * sweep["targets"]
+    summary = pd.read_csv(smoke / "results" / "transference" / "summary.csv")
+    assert (summary[["positive_pct", "neutral_pct", "negative_pct"]].sum(axis=1) == 100).all()
+    assert (summary["lookahead"] == "sgd").all()
+    claims = pd.read_csv(smoke / "results" / "transference" / "claims.csv")
+    assert len(claims) == 4 * 2 * len(PRESET["transference_runs"]["checkpoints"]) * 2  # pairs x shots x snapshots x outcomes
+    sweep = pd.read_csv(smoke / "results" / "transference" / "step_size_sweep.csv")
+    assert len(sweep) == 6 * 2 * len(PRESET["transference"]["sweep"]["step_sizes"])
+    for table in ("transference.tex", "transference_claims.tex"):
+        assert "plumbing" in (smoke / "results" / "tables" / table).read_text()
     figures = list((smoke / "results" / "figures").glob("transference_*"))
-    assert figures and all(f.stat().st_size > 1000 for f in figures)
-    assert {f.suffix for f in figures} == {".pdf", ".png"}
+    assert {f.stem for f in figures} == {f"transference_{name}" for name in (
+        "histograms", "checkpoints", "single_target", "per_target", "kml", "step_size")}
+    assert all(f.stat().st_size > 1000 for f in figures) and {f.suffix for f in figures} == {".pdf", ".png"}
 
 
 @pytest.mark.slow
@@ -211,6 +242,7 @@ def test_smoke_run_is_complete_and_reports(smoke):
     snakemake(smoke, "--report", "results/report.html", *SMOKE)
     html = (smoke / "results" / "report.html").read_text(errors="replace")
     assert len(html) > 100_000 and "reproduction.png" in html and "summary.csv" in html and "claims.csv" in html
+    assert "transference_step_size.png" in html
 
 
 @pytest.mark.slow

@@ -8,6 +8,9 @@ from kml.report.claims import compare
 from kml.report.figures import claims_figure, reproduction_figure, write_figure
 from kml.report.summary import read_cells, summarize, write_summaries
 from kml.report.tables import claims_table, write_tables
+from kml.report.transference import read_transference, summarize_transference, write_transference_summary
+from kml.report.transference_claims import write_transference_claims
+from kml.report.transference_figures import write_transference_figures
 
 
 def report_accuracy(cells: list[Path], out_dir: Path, note: str | None = None) -> list[Path]:
@@ -37,3 +40,16 @@ def report_claims(cells: list[Path], out_dir: Path, note: str | None = None) -> 
     claims.to_csv(csv, index=False)
     table.write_text(claims_table(claims, note))
     return [csv, table, *write_figure(claims_figure(claims, note), out_dir, "claims")]
+
+
+def report_transference(csvs: list[Path], out_dir: Path, note: str | None = None) -> list[Path]:
+    """`kml report transference`: transference/summary.csv and claims.csv, tables/transference*.tex and the
+    figures/transference_*.{pdf,png} in out_dir, from the CSVs of `kml transference`."""
+    out_dir = Path(out_dir)
+    rows = read_transference(csvs)
+    summary = summarize_transference(rows)
+    return [
+        *write_transference_summary(summary, out_dir, note),
+        *write_transference_claims(rows, summary, out_dir, note),
+        *write_transference_figures(rows, summary, out_dir, note),
+    ]

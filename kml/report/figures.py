@@ -164,3 +164,4 @@ def write_figure(figure: Figure, out_dir: Path, name: str) -> list[Path]:
     figure.savefig(pdf, metadata={"CreationDate": None})
     figure.savefig(png, dpi=150)
     return [pdf, png]
+

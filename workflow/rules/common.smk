@@ -45,6 +45,10 @@ def transference_config(wildcards):
     return to_yaml(PLAN.transference_run(wildcards.method, wildcards.shots).run_config)
 
 
+def sweep_config(wildcards):
+    return to_yaml(PLAN.transference_run(wildcards.method, wildcards.shots).sweep_run_config)
+
+
 # ---- inputs and outputs ------------------------------------------------------------------------------------
 
 
@@ -77,12 +81,23 @@ def transference_snapshots(wildcards):
     return PLAN.transference_run(wildcards.method, wildcards.shots).training.snapshot_files
 
 
+def sweep_output():
+    last = max(PLAN.transference_checkpoints)
+    return f"results/transference/{{method}}/{{shots}}shot/step_size_sweep/iter{last}.csv"
+
+
+def sweep_snapshot(wildcards):
+    return [PLAN.transference_run(wildcards.method, wildcards.shots).sweep_snapshot]
+
+
 def transference_data(wildcards):
     return PLAN.transference_run(wildcards.method, wildcards.shots).data_files
 
 
 def transference_figures():
-    return [path for key, path in PLAN.transference_report.items() if key not in ("summary", "table")]
+    """(figure name, path) of each transference figure file (PDF and PNG)."""
+    return [(key.rsplit("_", 1)[0], path) for key, path in PLAN.transference_report.items()
+            if key.endswith(("_pdf", "_png"))]
 
 
 # ---- command-line options ----------------------------------------------------------------------------------

@@ -75,9 +75,19 @@ if PLAN.transference:
                 caption="../report/transference_table.rst",
                 category="Tables",
             ),
+            claims=report(
+                "results/transference/claims.csv",
+                caption="../report/transference_claims.rst",
+                category="Transference",
+            ),
+            claims_table=report(
+                "results/tables/transference_claims.tex",
+                caption="../report/transference_claims_table.rst",
+                category="Tables",
+            ),
             figures=[
-                report(path, caption="../report/transference_figures.rst", category="Transference")
-                for path in transference_figures()
+                report(path, caption=f"../report/transference_{name}.rst", category="Transference")
+                for name, path in transference_figures()
             ],
         params:
             note=note_option(),
@@ -91,3 +101,36 @@ if PLAN.transference:
             "../../envs/report.yaml"
         shell:
             "kml report transference {input.csvs} --out-dir results {params.note} > {log} 2>&1"
+
+    rule report_step_size:
+        input:
+            csvs=PLAN.step_size_sweep_csvs,
+        output:
+            sweep=report(
+                PLAN.step_size_report["sweep"],
+                caption="../report/transference_step_size_sweep.rst",
+                category="Transference",
+            ),
+            figure_pdf=report(
+                PLAN.step_size_report["figure_pdf"],
+                caption="../report/transference_step_size.rst",
+                category="Transference",
+            ),
+            figure_png=report(
+                PLAN.step_size_report["figure_png"],
+                caption="../report/transference_step_size.rst",
+                category="Transference",
+            ),
+        params:
+            step_sizes=PLAN.step_size_args(),
+            note=note_option(),
+        log:
+            "logs/report/step_size.log",
+        threads: RES["report"]["threads"]
+        resources:
+            mem_mb=RES["report"]["mem_mb"],
+            runtime=RES["report"]["runtime"],
+        conda:
+            "../../envs/report.yaml"
+        shell:
+            "kml report step-size {input.csvs} --out-dir results {params.step_sizes} {params.note} > {log} 2>&1"

@@ -1,6 +1,7 @@
 # Transference (loss-ratio) analysis of the models of one setting at their training snapshots:
 # results/transference/{method}/{shots}shot/iter{N}.csv, one row per (source task, target task); the run
-# configuration beside them (run.yaml, from params as in train.smk).
+# configuration beside them (run.yaml, from params as in train.smk). The step-size sweep on each model's last
+# snapshot goes to results/transference/{method}/{shots}shot/step_size_sweep/ (`kml transference --sweep`).
 
 
 if PLAN.transference:
@@ -16,6 +17,7 @@ if PLAN.transference:
             run_config=transference_config,
             snapshots=lambda wildcards, input: repeated_option("--checkpoint", input.snapshots),
             out=lambda wildcards, output: Path(output.config).parent,
+            sweep="",
         log:
             "logs/transference/{method}/{shots}shot.log",
         threads: RES["transference"]["threads"]
@@ -27,4 +29,20 @@ if PLAN.transference:
             "../../envs/train.yaml"
         shell:
             "printf '%s\\n' {params.run_config:q} > {output.config}"
-            " && kml transference --config {output.config} {params.snapshots} --out-dir {params.out} > {log} 2>&1"
+            " && kml transference --config {output.config} {params.snapshots} --out-dir {params.out}"
+            " {params.sweep} > {log} 2>&1"
+
+    use rule transference as transference_sweep with:
+        input:
+            snapshots=sweep_snapshot,
+            data=transference_data,
+        output:
+            config="results/transference/{method}/{shots}shot/step_size_sweep/run.yaml",
+            csvs=sweep_output(),
+        params:
+            run_config=sweep_config,
+            snapshots=lambda wildcards, input: repeated_option("--checkpoint", input.snapshots),
+            out=lambda wildcards, output: Path(output.config).parent,
+            sweep="--sweep",
+        log:
+            "logs/transference/{method}/{shots}shot_step_size_sweep.log",
