@@ -20,17 +20,7 @@ How a run configuration is composed (a `kml.config.RunConfig` as a plain dict):
    The dict is the job's Snakemake `params`, so editing one value in config.yaml reruns exactly the jobs
    whose result it can change (and what is built from them), and nothing else.
 
-Paths (stable; docs/ARCHITECTURE.md and the README describe them):
-
-    data/synth/{dataset}/...                          synthetic archives + SHA256SUMS (smoke preset only)
-    data/raw/{dataset}/...                            official archives (`kml download`)
-    data/processed/{dataset}-{size}.h5                prepared images (`kml prepare`)
-    results/models/{setting}/{method}/{shots}shot/    a jointly trained model (run folder of `kml train`)
-    results/models/single/{family}/{mode}/{shots}shot/ a Multi-* member, shared by every setting with the mode
-    results/eval/{setting}/{method}/{shots}shot.csv   a table cell (`kml evaluate`), its config beside it (.yaml)
-    results/transference/{method}/{shots}shot/iter{N}.csv  loss ratios at snapshot N (`kml transference`)
-    results/transference/{method}/{shots}shot/step_size_sweep/iter{N}.csv  the step-size sweep on the last
-                                                      snapshot N (`kml transference --sweep`)
+Every path a job reads or writes is named by kml/layout.py.
 """
 
 from __future__ import annotations
@@ -40,55 +30,16 @@ import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-from kml import MODES, KmlError
+from kml import MODES, KmlError, layout
 from kml.config import SECTIONS, ConfigError, read_values, run_config_from_dict
+from kml.layout import processed_file
 from kml.methods.table import METHODS
 from kml.workflow_config import SINGLE, validate_workflow_config
-
-PROCESSED_DIR = "data/processed"
-MODELS_DIR = "results/models"
-EVAL_DIR = "results/eval"
-TRANSFERENCE_DIR = "results/transference"
-RESULTS_DIR = "results"
-
-# `kml report accuracy CELLS... --out-dir results` (docs/ARCHITECTURE.md, "Report").
-ACCURACY_REPORT = {
-    "summary": "results/summary.csv",
-    "per_mode": "results/per_mode.csv",
-    "maml_table": "results/tables/maml_family.tex",
-    "protonet_table": "results/tables/protonet_family.tex",
-    "reproduction_table": "results/tables/reproduction.tex",
-    "figure_pdf": "results/figures/reproduction.pdf",
-    "figure_png": "results/figures/reproduction.png",
-}
-# `kml report claims CELLS... --out-dir results` (docs/ARCHITECTURE.md, "Report").
-CLAIMS_REPORT = {
-    "claims": "results/claims.csv",
-    "table": "results/tables/claims.tex",
-    "figure_pdf": "results/figures/claims.pdf",
-    "figure_png": "results/figures/claims.png",
-}
-# `kml report transference CSVS... --out-dir results` (docs/ARCHITECTURE.md, "Transference").
-TRANSFERENCE_REPORT = {
-    "summary": "results/transference/summary.csv",
-    "table": "results/tables/transference.tex",
-    "claims": "results/transference/claims.csv",
-    "claims_table": "results/tables/transference_claims.tex",
-}
-# Its figures: results/figures/transference_{name}.{pdf,png}.
-TRANSFERENCE_FIGURES = ("histograms", "checkpoints", "single_target", "per_target", "kml")
-# `kml report step-size SWEEP_CSVS... --out-dir results`.
-STEP_SIZE_REPORT = {
-    "sweep": "results/transference/step_size_sweep.csv",
-    "figure_pdf": "results/figures/transference_step_size.pdf",
-    "figure_png": "results/figures/transference_step_size.png",
-}
-STEP_SIZE_SWEEP_DIR = "step_size_sweep"
 
 
 class PlanError(ConfigError):
@@ -111,11 +62,6 @@ def to_yaml(values: Mapping[str, Any]) -> str:
 
     One line, so that the rule writing it from its params shows it in a single line of the job's command."""
     return yaml.safe_dump(dict(values), default_flow_style=True, width=float("inf"), sort_keys=False).strip()
-
-
-def snapshot_name(iteration: int) -> str:
-    """The file name `kml train` publishes train.extra_checkpoints under: snapshots/iter{N:06d}.pt."""
-    return f"iter{iteration:06d}.pt"
 
 
 def alternation(names: Iterable[str]) -> str:
@@ -147,15 +93,15 @@ class Training(_Job):
 
     @property
     def directory(self) -> str:
-        return f"{MODELS_DIR}/{self.name}"
+        return layout.training_dir(self.name)
 
     @property
     def model(self) -> str:
-        return f"{self.directory}/model.pt"
+        return f"{self.directory}/{layout.MODEL}"
 
     @property
     def snapshot_files(self) -> list[str]:
-        return [f"{self.directory}/snapshots/{snapshot_name(n)}" for n in self.snapshots]
+        return [layout.snapshot_file(self.name, n) for n in self.snapshots]
 
 
 @dataclass(frozen=True)
@@ -174,7 +120,7 @@ class Cell(_Job):
 
     @property
     def csv(self) -> str:
-        return f"{EVAL_DIR}/{self.name}.csv"
+        return layout.cell_csv(self.name)
 
     @property
     def models(self) -> list[str]:
@@ -198,11 +144,11 @@ class TransferenceRun(_Job):
 
     @property
     def directory(self) -> str:
-        return f"{TRANSFERENCE_DIR}/{self.name}"
+        return layout.transference_dir(self.name)
 
     @property
     def csvs(self) -> list[str]:
-        return [f"{self.directory}/iter{n}.csv" for n in self.training.snapshots]
+        return [f"{self.directory}/{layout.ratio_csv_name(n)}" for n in self.training.snapshots]
 
     @property
     def sweep_snapshot(self) -> str:
@@ -210,7 +156,8 @@ class TransferenceRun(_Job):
 
     @property
     def sweep_csv(self) -> str:
-        return f"{self.directory}/{STEP_SIZE_SWEEP_DIR}/iter{self.training.snapshots[-1]}.csv"
+        last = self.training.snapshots[-1]
+        return f"{layout.transference_dir(self.name, sweep=True)}/{layout.ratio_csv_name(last)}"
 
 
 class Plan:
@@ -389,23 +336,14 @@ class Plan:
     def transference_csvs(self) -> list[str]:
         return [f for run in self.transference.values() for f in run.csvs]
 
-    @property
-    def transference_report(self) -> dict[str, str]:
-        if not self.transference:
-            return {}
-        files = dict(TRANSFERENCE_REPORT)
-        for figure in TRANSFERENCE_FIGURES:
-            for ext in ("pdf", "png"):
-                files[f"{figure}_{ext}"] = f"{RESULTS_DIR}/figures/transference_{figure}.{ext}"
-        return files
+    def report_files(self, report: str) -> dict[str, str]:
+        """The files of `kml report {report}` (kml/layout.py, REPORTS) this configuration asks for."""
+        wanted = report in ("accuracy", "claims") or bool(self.transference)
+        return layout.report_files(report) if wanted else {}
 
     @property
     def step_size_sweep_csvs(self) -> list[str]:
         return [run.sweep_csv for run in self.transference.values()]
-
-    @property
-    def step_size_report(self) -> dict[str, str]:
-        return dict(STEP_SIZE_REPORT) if self.transference else {}
 
     def step_size_args(self) -> str:
         """`kml report step-size`'s --step-size options: the configured α of each analysed family, quoted."""
@@ -415,8 +353,8 @@ class Plan:
         return shlex.join([arg for family, size in sizes.items() for arg in ("--step-size", f"{family}={size}")])
 
     def all_targets(self) -> list[str]:
-        return [*self.cell_csvs, *ACCURACY_REPORT.values(), *CLAIMS_REPORT.values(), *self.transference_csvs,
-                *self.transference_report.values(), *self.step_size_sweep_csvs, *self.step_size_report.values()]
+        reports = [path for report in layout.REPORTS for path in self.report_files(report).values()]
+        return [*self.cell_csvs, *self.transference_csvs, *self.step_size_sweep_csvs, *reports]
 
     def job_counts(self) -> dict[str, int]:
         """Jobs per kind when nothing exists yet (the dry run of `all` reports the same numbers)."""
@@ -438,7 +376,3 @@ def _lookup(jobs: Mapping[str, Any], name: str, kind: str, made_of: str) -> Any:
     if name not in jobs:
         raise PlanError(f"no {kind} {name!r} in this configuration ({made_of} of config.yaml and any preset)")
     return jobs[name]
-
-
-def processed_file(dataset: str, image_size: int) -> str:
-    return str(PurePosixPath(PROCESSED_DIR) / f"{dataset}-{image_size}.h5")

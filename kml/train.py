@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import csv
 import math
-import re
 import signal
 import sys
 import threading
@@ -37,7 +36,7 @@ from typing import Any
 import torch
 import yaml
 
-from kml import Interrupted, KmlError, checkpoint, files
+from kml import Interrupted, KmlError, checkpoint, files, layout
 from kml.config import OptimConfig, RunConfig, read_values
 from kml.data.episodes import MultimodalSampler, prefetch
 from kml.execution import Execution, peak_memory_mb
@@ -48,11 +47,9 @@ from kml.methods.registry import build_method
 from kml.progress import progress_bar
 from kml.tasks import training_sampler
 
-CHECKPOINT_NAME = re.compile(r"iter(\d{6,})\.pt")
 # What to do with a run folder whose resume state or model was made with another training configuration.
 REFUSE, SET_ASIDE = "refuse", "set-aside"
 # What a run writes in its folder, all of it moved together when a run is set aside.
-RUN_FILES = ("config.yaml", "log.csv", "checkpoints", "snapshots", "model.pt")
 LOCK_FILE = "train.lock"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -74,7 +71,7 @@ def train(config: RunConfig, out: str | Path, on_config_change: str = REFUSE) ->
     with write_errors_explained(out, 0):
         out.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(out / LOCK_FILE, busy=partial(_refuse_second_writer, out)):
-        final = out / "model.pt"
+        final = out / layout.MODEL
         if final.exists():
             model = checkpoint.load(final)
             if _same_run(config, model["config"], final, out, on_config_change):
@@ -86,7 +83,7 @@ def train(config: RunConfig, out: str | Path, on_config_change: str = REFUSE) ->
         optimizers = build_optimizers(method, config.optim)
         progress = _start(config, out, method, optimizers, on_config_change)
         sampler = training_sampler(config)
-        log = _Log(out / "log.csv", config.modes, progress.iteration)
+        log = _Log(out / layout.LOG, config.modes, progress.iteration)
         _run(config, out, sampler, method, optimizers, progress, log, execution)
         _publish(config, out, method)
         return final
@@ -161,7 +158,7 @@ def _same_run(config: RunConfig, recorded: dict[str, Any], path: Path, out: Path
                             f"--on-config-change {SET_ASIDE} to keep that run aside and start afresh, use a "
                             f"new --out folder, or delete {out}")
     aside = _new_folder(out, f"set-aside-{time.strftime('%Y%m%d-%H%M%S')}")
-    for name in RUN_FILES:
+    for name in layout.RUN_FILES:
         if (out / name).exists():
             (out / name).rename(aside / name)
     _report(f"{path} was made with a different configuration ({changed}); that run is set aside, kept, in "
@@ -212,17 +209,17 @@ class _Progress:
 
 def _checkpoints(folder: Path) -> dict[int, Path]:
     found = {}
-    for path in folder.glob("iter*.pt"):
-        match = CHECKPOINT_NAME.fullmatch(path.name)
-        if match:
-            found[int(match.group(1))] = path
+    for path in folder.glob("*.pt"):
+        iteration = layout.checkpoint_iteration(path.name)
+        if iteration is not None:
+            found[iteration] = path
     return found
 
 
 def _start(config: RunConfig, out: Path, method: MetaLearner, optimizers: Optimizers,
            on_config_change: str) -> _Progress:
     """Load the newest checkpoint into `method` and `optimizers`, or seed a fresh run; record the config."""
-    folder = out / "checkpoints"
+    folder = out / layout.CHECKPOINTS
     files.remove_temporaries(out)
     state = _newest_state(config, out, on_config_change)
     if state is None:
@@ -238,13 +235,13 @@ def _start(config: RunConfig, out: Path, method: MetaLearner, optimizers: Optimi
         _report(f"resuming {out} from iteration {progress.iteration}"
                 + ("; training had ended: its model.pt is published again" if ended else ""))
     folder.mkdir(parents=True, exist_ok=True)
-    files.atomic_write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    files.atomic_write_text(out / layout.RECORDED_CONFIG, yaml.safe_dump(config.to_dict(), sort_keys=False))
     return progress
 
 
 def _newest_state(config: RunConfig, out: Path, on_config_change: str) -> dict[str, Any] | None:
     """The newest checkpoint's state, or None if there is none (or it was set aside)."""
-    found = _checkpoints(out / "checkpoints")
+    found = _checkpoints(out / layout.CHECKPOINTS)
     if not found:
         return None
     newest = found[max(found)]
@@ -255,8 +252,8 @@ def _newest_state(config: RunConfig, out: Path, on_config_change: str) -> dict[s
 def _save_checkpoint(config: RunConfig, out: Path, method: MetaLearner, optimizers: Optimizers,
                      progress: _Progress) -> Path:
     """Write checkpoints/iter{N}.pt and return it, then delete older ones except the extra checkpoints."""
-    folder = out / "checkpoints"
-    path = folder / f"iter{progress.iteration:06d}.pt"
+    folder = out / layout.CHECKPOINTS
+    path = folder / layout.checkpoint_name(progress.iteration)
     checkpoint.save({
         "config": config.to_dict(),
         "iteration": progress.iteration,
@@ -308,7 +305,7 @@ def _gradients_finite(optimizers: Optimizers) -> bool:
 
 def _diverged(iteration: int, what: str, out: Path) -> TrainingError:
     # Raised before the step, so nothing of it is written and the newest checkpoint is the last good state.
-    found = _checkpoints(out / "checkpoints")
+    found = _checkpoints(out / layout.CHECKPOINTS)
     kept = f"{found[max(found)]} is the last good state" if found else "no checkpoint had been written yet"
     return TrainingError(f"iteration {iteration}: {what}; training stopped and {kept}. Lower optim.lr or "
                          "optim.modulation_lr and train afresh: the workflow sets this run aside by itself; "
@@ -392,7 +389,7 @@ def _run(config: RunConfig, out: Path, sampler: MultimodalSampler, method: MetaL
                     raise Interrupted(f"interrupted by {_signal_name(stopping)} at iteration {iteration}; "
                                       f"checkpoint saved ({path}); rerun the same command to resume", stopping)
     except _StoppedAtOnce as stopped:
-        found = _checkpoints(out / "checkpoints")
+        found = _checkpoints(out / layout.CHECKPOINTS)
         resume = f"iteration {max(found)}" if found else "the start"
         raise Interrupted(f"stopped at once by a second {_signal_name(stopped.number)}, without saving the "
                           f"current iteration; rerun the same command to resume from {resume}",
@@ -405,9 +402,9 @@ def _publish(config: RunConfig, out: Path, method: MetaLearner) -> None:
     The snapshots are hard links to the checkpoints, which stay with that of the last iteration (at most
     14 MB: weights and two Adam moments of 1.1 M parameters), so a rerun after model.pt or a snapshot is deleted publishes them again without training.
     """
-    folder = out / "checkpoints"
+    folder = out / layout.CHECKPOINTS
     for iteration in config.train.extra_checkpoints:
-        name = f"iter{iteration:06d}.pt"
-        files.atomic_link(folder / name, out / "snapshots" / name)
+        name = layout.checkpoint_name(iteration)
+        files.atomic_link(folder / name, out / layout.SNAPSHOTS / name)
     checkpoint.save({"config": config.to_dict(), "state_dict": method.state_dict(),
-                     "iteration": config.train.iterations}, out / "model.pt")
+                     "iteration": config.train.iterations}, out / layout.MODEL)

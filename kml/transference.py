@@ -49,7 +49,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 from tqdm import tqdm
 
-from kml import KmlError, checkpoint, files
+from kml import KmlError, checkpoint, files, layout
 from kml.config import ConfigError, RunConfig, trained_config
 from kml.data.episodes import MetaBatch, SplitImages, fixed_tasks
 from kml.execution import Execution, resolve_device
@@ -547,7 +547,7 @@ def run_transference(config: RunConfig, checkpoints: Sequence[str | Path], out_d
         what = "step-size sweep" if sweep else "transference"
         losses = lookahead_losses(method, lookaheads, sources, targets, execution,
                                   progress=f"{what} {config.method} {config.task.shots}-shot iter{iteration}")
-        out = Path(out_dir) / f"iter{iteration}.csv"
+        out = Path(out_dir) / layout.ratio_csv_name(iteration)
         rows = ratio_rows(config, iteration, sources, targets, lookaheads, losses)
         files.atomic_write_text(out, rows.to_csv(index=False))
         written.append(out)

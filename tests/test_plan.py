@@ -293,7 +293,7 @@ def test_yaml_numbers_without_a_dot_are_read_as_numbers():
 
 def test_an_empty_checkpoint_list_turns_the_transference_analysis_off():
     plan = Plan(workflow_config({"transference_runs": {"checkpoints": []}}))
-    assert not plan.transference and not plan.transference_report and not plan.step_size_report
+    assert not plan.transference and not plan.report_files("transference") and not plan.report_files("step_size")
     assert not any(t.snapshots for t in plan.trainings.values())
     assert all("transference" not in target for target in plan.all_targets())
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kml.layout import report_path
 from kml.report.claims import compare
 from kml.report.figures import claims_figure, reproduction_figure, write_figure
 from kml.report.summary import read_cells, summarize, write_summaries
@@ -23,7 +24,7 @@ def report_accuracy(cells: list[Path], out_dir: Path, note: str | None = None) -
     return [
         *write_summaries(rows, out_dir),
         *write_tables(summary, out_dir, note),
-        *write_figure(reproduction_figure(summary, note), out_dir, "reproduction"),
+        *write_figure(reproduction_figure(summary, note), out_dir, "accuracy"),
     ]
 
 
@@ -34,9 +35,7 @@ def report_claims(cells: list[Path], out_dir: Path, note: str | None = None) -> 
     run in the table and figure.
     """
     claims = compare(read_cells(cells))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "tables").mkdir(exist_ok=True)
-    csv, table = out_dir / "claims.csv", out_dir / "tables" / "claims.tex"
+    csv, table = report_path(out_dir, "claims", "claims"), report_path(out_dir, "claims", "table")
     claims.to_csv(csv, index=False)
     table.write_text(claims_table(claims, note))
     return [csv, table, *write_figure(claims_figure(claims, note), out_dir, "claims")]

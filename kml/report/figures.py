@@ -13,6 +13,7 @@ from matplotlib.lines import Line2D
 
 from kml import stats
 from kml.cell_csv import MMAML_EVAL_META_BATCH
+from kml.layout import report_path
 from kml.methods.table import METHOD_LABELS, METHOD_NAMES
 from kml.report.claims import COMPARISONS, with_paper_grid
 from kml.report.paper import (
@@ -155,11 +156,9 @@ def _title(figure: Figure, title: str, note: str | None) -> None:
     figure.suptitle("\n".join([title, *textwrap.wrap(note or "", 130)]))
 
 
-def write_figure(figure: Figure, out_dir: Path, name: str) -> list[Path]:
-    """DIR/figures/{name}.pdf and .png."""
-    figures = out_dir / "figures"
-    figures.mkdir(parents=True, exist_ok=True)
-    pdf, png = figures / f"{name}.pdf", figures / f"{name}.png"
+def write_figure(figure: Figure, out_dir: Path, report: str, name: str = "figure") -> list[Path]:
+    """The PDF and PNG of figure `name` of `kml report {report}` under out_dir (kml/layout.py, REPORTS)."""
+    pdf, png = (report_path(out_dir, report, f"{name}_{ext}") for ext in ("pdf", "png"))
     # No creation date: the same results give byte-identical files (a rerun or a cluster run compares equal).
     figure.savefig(pdf, metadata={"CreationDate": None})
     figure.savefig(png, dpi=150)

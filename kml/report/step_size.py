@@ -38,6 +38,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from kml.layout import report_path
 from kml.methods.table import FAMILY_LABELS, METHOD_LABELS, METHOD_NAMES, method_spec
 from kml.report.figures import write_figure
 from kml.report.transference import (
@@ -198,8 +199,7 @@ def report_step_size(csvs: Sequence[Path], out_dir: Path, configured: Mapping[st
     """`kml report step-size`: the sweep's summary CSV and figure under out_dir."""
     rows = read_ratio_csvs(csvs, "step-size sweep CSV (`kml transference --sweep`)", one_step_size=False)
     sweep = summarize_sweep(rows)
-    path = out_dir / "transference" / "step_size_sweep.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = report_path(out_dir, "step_size", "sweep")
     sweep.to_csv(path, index=False)
-    return [path, *write_figure(step_size_figure(sweep, rows[~rows["self"]], configured or {}, note), out_dir,
-                               "transference_step_size")]
+    figure = step_size_figure(sweep, rows[~rows["self"]], configured or {}, note)
+    return [path, *write_figure(figure, out_dir, "step_size")]

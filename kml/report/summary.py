@@ -9,6 +9,7 @@ import pandas as pd
 
 from kml import MODES, KmlError
 from kml.cell_csv import COLUMNS, DECIMALS, INTERVAL_COLUMNS, KINDS
+from kml.layout import report_path
 from kml.report.csvfiles import read_checked_csv
 from kml.report.paper import KEYS, paper_results, sort_like_paper
 
@@ -131,8 +132,8 @@ def per_mode(cells: pd.DataFrame) -> pd.DataFrame:
 
 def write_summaries(cells: pd.DataFrame, out_dir: Path) -> list[Path]:
     """DIR/summary.csv and DIR/per_mode.csv."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    outputs = {out_dir / "summary.csv": summarize(cells), out_dir / "per_mode.csv": per_mode(cells)}
+    outputs = {report_path(out_dir, "accuracy", "summary"): summarize(cells),
+               report_path(out_dir, "accuracy", "per_mode"): per_mode(cells)}
     for path, frame in outputs.items():
         frame.to_csv(path, index=False)
     return list(outputs)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from kml.cell_csv import MMAML_EVAL_META_BATCH
+from kml.layout import report_path
 from kml.methods.table import FAMILY_LABELS, METHOD_LABELS
 from kml.report.claims import with_paper_grid
 from kml.report.paper import KEYS, SETTING_LABELS, paper_results
@@ -176,10 +177,9 @@ def reproduction_table(summary: pd.DataFrame, note: str | None = None) -> str:
 
 def write_tables(summary: pd.DataFrame, out_dir: Path, note: str | None = None) -> list[Path]:
     """DIR/tables/maml_family.tex, protonet_family.tex and reproduction.tex."""
-    tables = out_dir / "tables"
-    tables.mkdir(parents=True, exist_ok=True)
-    texts = {tables / f"{family}_family.tex": family_table(summary, family, note) for family in FAMILY_LABELS}
-    texts[tables / "reproduction.tex"] = reproduction_table(summary, note)
+    texts = {report_path(out_dir, "accuracy", f"{family}_table"): family_table(summary, family, note)
+             for family in FAMILY_LABELS}
+    texts[report_path(out_dir, "accuracy", "reproduction_table")] = reproduction_table(summary, note)
     for path, text in texts.items():
         path.write_text(text)
     return list(texts)

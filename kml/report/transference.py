@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from kml import KmlError
+from kml.layout import report_path
 from kml.methods.table import FAMILY_LABELS, METHOD_LABELS, METHOD_NAMES, method_spec
 from kml.report.csvfiles import read_checked_csv
 from kml.report.paper import transference_reference
@@ -265,10 +266,8 @@ def transference_table(summary: pd.DataFrame, note: str | None = None) -> str:
 
 def write_transference_summary(summary: pd.DataFrame, out_dir: Path, note: str | None = None) -> list[Path]:
     """out_dir/transference/summary.csv and out_dir/tables/transference.tex."""
-    summary_path = out_dir / "transference" / "summary.csv"
-    table_path = out_dir / "tables" / "transference.tex"
-    for path in (summary_path, table_path):
-        path.parent.mkdir(parents=True, exist_ok=True)
+    summary_path = report_path(out_dir, "transference", "summary")
+    table_path = report_path(out_dir, "transference", "table")
     summary.to_csv(summary_path, index=False)
     table_path.write_text(transference_table(summary, note))
     return [summary_path, table_path]

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from kml import KmlError
+from kml.layout import report_path
 from kml.methods.table import METHOD_LABELS
 from kml.report.paper import transference_reference
 from kml.report.tables import caption_with_note, table_float
@@ -150,10 +151,8 @@ def write_transference_claims(rows: pd.DataFrame, summary: pd.DataFrame, out_dir
                               note: str | None = None) -> list[Path]:
     """out_dir/transference/claims.csv and out_dir/tables/transference_claims.tex."""
     claims = transference_claims(rows)
-    csv_path = out_dir / "transference" / "claims.csv"
-    table_path = out_dir / "tables" / "transference_claims.tex"
-    for path in (csv_path, table_path):
-        path.parent.mkdir(parents=True, exist_ok=True)
+    csv_path = report_path(out_dir, "transference", "claims")
+    table_path = report_path(out_dir, "transference", "claims_table")
     claims.to_csv(csv_path, index=False)
     table_path.write_text(claims_table(claims, summary, note))
     return [csv_path, table_path]

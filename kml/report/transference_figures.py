@@ -29,6 +29,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from kml.layout import TRANSFERENCE_FIGURES
 from kml.methods.table import METHOD_LABELS
 from kml.report.figures import write_figure
 from kml.report.transference import (
@@ -39,7 +40,6 @@ from kml.report.transference import (
     target_fractions,
 )
 
-FIGURES = ("histograms", "checkpoints", "single_target", "per_target", "kml")
 # The modulated methods and their KML counterparts, as the paper compares them.
 KML_PAIRS = (("mmaml", "mmaml_kml"), ("mprotonet", "mprotonet_kml"))
 
@@ -395,6 +395,6 @@ MAKERS = {"histograms": histogram_figure, "checkpoints": checkpoint_figure, "sin
 
 def write_transference_figures(rows: pd.DataFrame, summary: pd.DataFrame, out_dir: Path,
                                note: str | None = None) -> list[Path]:
-    """Every figure of FIGURES, as out_dir/figures/transference_{name}.{pdf,png}."""
-    return [path for name in FIGURES
-            for path in write_figure(MAKERS[name](rows, summary, note), out_dir, f"transference_{name}")]
+    """Every figure of layout.TRANSFERENCE_FIGURES, as out_dir/figures/transference_{name}.{pdf,png}."""
+    return [path for name in TRANSFERENCE_FIGURES
+            for path in write_figure(MAKERS[name](rows, summary, note), out_dir, "transference", name)]

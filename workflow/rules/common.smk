@@ -7,8 +7,8 @@ import sys
 
 # The checkout's kml/plan.py, also when Snakemake runs from an environment without the package installed.
 sys.path.insert(0, str(workflow.basedir))
-from kml import KmlError  # noqa: E402
-from kml.plan import CLAIMS_REPORT, Plan, alternation, snapshot_name, to_yaml  # noqa: E402
+from kml import KmlError, layout  # noqa: E402
+from kml.plan import Plan, alternation, to_yaml  # noqa: E402
 
 # Checks every value (naming the configuration file a bad one came from) and composes every job. A bad value
 # is one line: a traceback would only bury it.
@@ -28,6 +28,12 @@ wildcard_constraints:
     shots=r"\d+",
     dataset=alternation(PLAN.datasets),
     size=r"\d+",
+
+
+# The wildcard patterns of a run folder, a table cell and a transference analysis (kml/layout.py names them).
+RUN = "{run}"
+CELL = "{setting}/{method}/{shots}shot"
+TRANSFERENCE_RUN = "{method}/{shots}shot"
 
 
 # ---- run configurations: a job writes its own from its params, so a changed value reruns exactly it -------
@@ -58,7 +64,7 @@ def training_names(with_snapshots):
 
 
 def snapshot_outputs():
-    return [f"results/models/{{run}}/snapshots/{snapshot_name(n)}" for n in PLAN.transference_checkpoints]
+    return [layout.snapshot_file("{run}", n) for n in PLAN.transference_checkpoints]
 
 
 def training_data(wildcards):
@@ -74,7 +80,8 @@ def cell_data(wildcards):
 
 
 def transference_outputs():
-    return [f"results/transference/{{method}}/{{shots}}shot/iter{n}.csv" for n in PLAN.transference_checkpoints]
+    folder = layout.transference_dir(TRANSFERENCE_RUN)
+    return [f"{folder}/{layout.ratio_csv_name(n)}" for n in PLAN.transference_checkpoints]
 
 
 def transference_snapshots(wildcards):
@@ -83,7 +90,7 @@ def transference_snapshots(wildcards):
 
 def sweep_output():
     last = max(PLAN.transference_checkpoints)
-    return f"results/transference/{{method}}/{{shots}}shot/step_size_sweep/iter{last}.csv"
+    return f"{layout.transference_dir(TRANSFERENCE_RUN, sweep=True)}/{layout.ratio_csv_name(last)}"
 
 
 def sweep_snapshot(wildcards):
@@ -94,10 +101,14 @@ def transference_data(wildcards):
     return PLAN.transference_run(wildcards.method, wildcards.shots).data_files
 
 
-def transference_figures():
-    """(figure name, path) of each transference figure file (PDF and PNG)."""
-    return [(key.rsplit("_", 1)[0], path) for key, path in PLAN.transference_report.items()
-            if key.endswith(("_pdf", "_png"))]
+def report_outputs(name, captions):
+    """The files of `kml report {name}` (kml/layout.py), each with its caption and category in the HTML report;
+    `captions` maps an output's name (a figure's without _pdf/_png) to (caption file stem, category)."""
+    outputs = {}
+    for key, path in PLAN.report_files(name).items():
+        caption, category = captions[key.removesuffix("_pdf").removesuffix("_png")]
+        outputs[key] = report(path, caption=f"../report/{caption}.rst", category=category)
+    return outputs
 
 
 # ---- command-line options ----------------------------------------------------------------------------------

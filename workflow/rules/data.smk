@@ -7,7 +7,7 @@ if PLAN.synthesize:
     # SHA256SUMS, as a local mirror for the real download rule.
     rule synth:
         output:
-            checksums="data/synth/{dataset}/SHA256SUMS",
+            checksums=f"{layout.SYNTH_DIR}/{{dataset}}/SHA256SUMS",
         params:
             out=lambda wildcards, output: Path(output.checksums).parent,
         log:
@@ -26,10 +26,11 @@ if PLAN.synthesize:
 # fails (a rerun resumes and verifies them), which declaring the archives themselves would not allow.
 rule download:
     input:
-        "data/synth/{dataset}/SHA256SUMS" if PLAN.synthesize else [],
+        f"{layout.SYNTH_DIR}/{{dataset}}/SHA256SUMS" if PLAN.synthesize else [],
     output:
-        touch("data/raw/{dataset}/download.done"),
+        touch(f"{layout.RAW_DIR}/{{dataset}}/download.done"),
     params:
+        root=layout.RAW_DIR,
         options=lambda wildcards: PLAN.download_args(wildcards.dataset),
     log:
         "logs/download/{dataset}.log",
@@ -40,16 +41,17 @@ rule download:
     conda:
         "../../envs/data.yaml"
     shell:
-        "kml download {wildcards.dataset} --root data/raw {params.options} > {log} 2>&1"
+        "kml download {wildcards.dataset} --root {params.root} {params.options} > {log} 2>&1"
 
 
 rule prepare:
     input:
         # The archives are identified by their checksums: downloading again (another mirror) changes nothing.
-        ancient("data/raw/{dataset}/download.done"),
+        ancient(f"{layout.RAW_DIR}/{{dataset}}/download.done"),
     output:
-        "data/processed/{dataset}-{size}.h5",
+        layout.processed_file("{dataset}", "{size}"),
     params:
+        root=layout.RAW_DIR,
         options=lambda wildcards: PLAN.prepare_args(wildcards.dataset),
     log:
         "logs/prepare/{dataset}-{size}.log",
@@ -60,5 +62,5 @@ rule prepare:
     conda:
         "../../envs/data.yaml"
     shell:
-        "kml prepare {wildcards.dataset} --raw data/raw --out {output} --image-size {wildcards.size}"
+        "kml prepare {wildcards.dataset} --raw {params.root} --out {output} --image-size {wildcards.size}"
         " --workers {threads} {params.options} > {log} 2>&1"

@@ -8,8 +8,8 @@ rule evaluate:
         models=cell_models,
         data=cell_data,
     output:
-        config="results/eval/{setting}/{method}/{shots}shot.yaml",
-        csv="results/eval/{setting}/{method}/{shots}shot.csv",
+        config=layout.cell_config(CELL),
+        csv=layout.cell_csv(CELL),
     params:
         run_config=cell_config,
         models=lambda wildcards, input: repeated_option("--model", input.models),

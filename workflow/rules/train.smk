@@ -14,8 +14,8 @@ rule train:
     input:
         data=training_data,
     output:
-        config="results/models/{run}/run.yaml",
-        model="results/models/{run}/model.pt",
+        config=f"{layout.training_dir(RUN)}/{layout.RUN_YAML}",
+        model=f"{layout.training_dir(RUN)}/{layout.MODEL}",
     params:
         run_config=training_config,
         out=lambda wildcards, output: Path(output.model).parent,
@@ -41,8 +41,8 @@ rule train:
 # The models the transference analysis reads also publish snapshots/iter{N:06d}.pt.
 use rule train as train_with_snapshots with:
     output:
-        config="results/models/{run}/run.yaml",
-        model="results/models/{run}/model.pt",
+        config=f"{layout.training_dir(RUN)}/{layout.RUN_YAML}",
+        model=f"{layout.training_dir(RUN)}/{layout.MODEL}",
         snapshots=snapshot_outputs(),
     wildcard_constraints:
         run=training_names(with_snapshots=True),

@@ -11,7 +11,7 @@ if PLAN.transference:
             snapshots=transference_snapshots,
             data=transference_data,
         output:
-            config="results/transference/{method}/{shots}shot/run.yaml",
+            config=f"{layout.transference_dir(TRANSFERENCE_RUN)}/{layout.RUN_YAML}",
             csvs=transference_outputs(),
         params:
             run_config=transference_config,
@@ -37,7 +37,7 @@ if PLAN.transference:
             snapshots=sweep_snapshot,
             data=transference_data,
         output:
-            config="results/transference/{method}/{shots}shot/step_size_sweep/run.yaml",
+            config=f"{layout.transference_dir(TRANSFERENCE_RUN, sweep=True)}/{layout.RUN_YAML}",
             csvs=sweep_output(),
         params:
             run_config=sweep_config,

@@ -1,0 +1,138 @@
+"""Where every file lives: the one owner of file and folder names.
+
+The workflow's rules declare their outputs with these functions (called with wildcard patterns such as
+"{run}"), kml/plan.py names each job's files with the same functions (called with values), and the commands
+name what they write in a folder they are given (a run folder, `--out-dir`) with the same constants. A name
+changed here changes everywhere at once. Nothing here imports torch: the reports use it too.
+
+    data/synth/{dataset}/                                 synthetic archives + SHA256SUMS (`kml synth`)
+    data/raw/{dataset}/                                   official archives (`kml download`)
+    data/processed/{dataset}-{size}.h5                    prepared images (`kml prepare`)
+    results/models/{run}/                                 a run folder of `kml train` (RUN_FILES); {run} is
+                                                          {setting}/{method}/{shots}shot (a joint model) or
+                                                          single/{family}/{mode}/{shots}shot (a Multi-* member)
+    results/eval/{setting}/{method}/{shots}shot.csv       a table cell (`kml evaluate`), its config beside it
+    results/transference/{method}/{shots}shot/iter{N}.csv loss ratios at snapshot N (`kml transference`)
+        .../step_size_sweep/iter{N}.csv                   the step-size sweep on the last snapshot
+    results/{summary,per_mode,claims}.csv, results/tables/, results/figures/, results/transference/*.csv
+                                                          the reports (REPORTS), written by `kml report`
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+RAW_DIR = "data/raw"
+PROCESSED_DIR = "data/processed"
+SYNTH_DIR = "data/synth"
+RESULTS_DIR = "results"
+MODELS_DIR = f"{RESULTS_DIR}/models"
+EVAL_DIR = f"{RESULTS_DIR}/eval"
+TRANSFERENCE_DIR = f"{RESULTS_DIR}/transference"
+
+# ---- a run folder (`kml train --out DIR`) ---------------------------------------------------------------------
+# The run configuration the workflow hands to a job; `kml train` records the validated one as RECORDED_CONFIG.
+RUN_YAML = "run.yaml"
+RECORDED_CONFIG = "config.yaml"
+LOG = "log.csv"
+CHECKPOINTS = "checkpoints"
+SNAPSHOTS = "snapshots"
+MODEL = "model.pt"
+RUN_FILES = (RECORDED_CONFIG, LOG, CHECKPOINTS, SNAPSHOTS, MODEL)
+
+
+def checkpoint_name(iteration: int) -> str:
+    """A checkpoint's file name, in checkpoints/ and (train.extra_checkpoints) in snapshots/ alike."""
+    return f"iter{iteration:06d}.pt"
+
+
+def checkpoint_iteration(file_name: str) -> int | None:
+    """The iteration of a checkpoint_name; None for any other file."""
+    match = re.fullmatch(r"iter(\d{6,})\.pt", file_name)
+    return int(match.group(1)) if match else None
+
+
+def processed_file(dataset: str, image_size: int | str) -> str:
+    return f"{PROCESSED_DIR}/{dataset}-{image_size}.h5"
+
+
+def training_dir(run: str) -> str:
+    return f"{MODELS_DIR}/{run}"
+
+
+def snapshot_file(run: str, iteration: int) -> str:
+    return f"{training_dir(run)}/{SNAPSHOTS}/{checkpoint_name(iteration)}"
+
+
+def cell_csv(cell: str) -> str:
+    """`cell` is "{setting}/{method}/{shots}shot"."""
+    return f"{EVAL_DIR}/{cell}.csv"
+
+
+def cell_config(cell: str) -> str:
+    return f"{EVAL_DIR}/{cell}.yaml"
+
+
+# ---- transference (`kml transference --out-dir DIR`) ----------------------------------------------------------
+STEP_SIZE_SWEEP_DIR = "step_size_sweep"
+
+
+def ratio_csv_name(iteration: int) -> str:
+    """The loss ratios of the snapshot of `iteration` (unpadded, unlike checkpoint_name)."""
+    return f"iter{iteration}.csv"
+
+
+def transference_dir(analysed: str, sweep: bool = False) -> str:
+    """`analysed` is "{method}/{shots}shot"; the step-size sweep's folder is inside the analysis's."""
+    folder = f"{TRANSFERENCE_DIR}/{analysed}"
+    return f"{folder}/{STEP_SIZE_SWEEP_DIR}" if sweep else folder
+
+
+# ---- the reports (`kml report ... --out-dir DIR`), relative to DIR -------------------------------------------
+TRANSFERENCE_FIGURES = ("histograms", "checkpoints", "single_target", "per_target", "kml")
+
+
+def _figure(name: str, key: str = "figure") -> dict[str, str]:
+    """figures/{name}.pdf and .png, as {key}_pdf and {key}_png."""
+    return {f"{key}_{ext}": f"figures/{name}.{ext}" for ext in ("pdf", "png")}
+
+
+REPORTS: dict[str, dict[str, str]] = {
+    "accuracy": {
+        "summary": "summary.csv",
+        "per_mode": "per_mode.csv",
+        "maml_table": "tables/maml_family.tex",
+        "protonet_table": "tables/protonet_family.tex",
+        "reproduction_table": "tables/reproduction.tex",
+        **_figure("reproduction"),
+    },
+    "claims": {
+        "claims": "claims.csv",
+        "table": "tables/claims.tex",
+        **_figure("claims"),
+    },
+    "transference": {
+        "summary": "transference/summary.csv",
+        "table": "tables/transference.tex",
+        "claims": "transference/claims.csv",
+        "claims_table": "tables/transference_claims.tex",
+        **{key: path for name in TRANSFERENCE_FIGURES for key, path in _figure(f"transference_{name}", name).items()},
+    },
+    "step_size": {
+        "sweep": "transference/step_size_sweep.csv",
+        **_figure("transference_step_size"),
+    },
+}
+
+
+def report_files(report: str, out_dir: str = RESULTS_DIR) -> dict[str, str]:
+    """The files `kml report {report}` writes under out_dir, by name."""
+    return {name: f"{out_dir}/{path}" for name, path in REPORTS[report].items()}
+
+
+def report_path(out_dir: Path, report: str, name: str) -> Path:
+    """One file of `kml report {report} --out-dir out_dir`, its folder made."""
+    path = Path(out_dir) / REPORTS[report][name]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
