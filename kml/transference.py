@@ -56,20 +56,14 @@ from kml.execution import Execution, resolve_device
 from kml.methods.base import MetaLearner
 from kml.methods.registry import build_method
 from kml.tasks import mode_splits, rotated_modes
+from kml.transference_csv import CLASS_SEPARATOR
+from kml.transference_csv import COLUMNS as CSV_COLUMNS
 
 # Random streams of the fixed tasks (kml.data.episodes: training uses 0, evaluation 1).
 SOURCE_STREAM = 2
 TARGET_STREAM = 3
 SOURCE_SPLIT = "train"
 TARGET_SPLIT = "test"
-CLASS_SEPARATOR = "|"
-
-CSV_COLUMNS = (
-    "setting", "method", "shots", "iteration", "lookahead", "step_size", "lookahead_params", "neutral_band",
-    "source_mode", "source_split", "source_task", "source_classes", "target_mode", "target_task",
-    "target_classes", "self", "loss_before", "loss_after", "ratio", "loss_after_momentum_only",
-    "ratio_to_momentum_only",
-)
 
 
 class TransferenceError(KmlError, ValueError):

@@ -41,7 +41,7 @@ from kml.report.csvfiles import read_checked_csv
 from kml.report.paper import transference_reference
 from kml.report.tables import caption_with_note, escape_latex, table_float
 from kml.stats import pooled_ci95
-from kml.transference import CSV_COLUMNS
+from kml.transference_csv import COLUMNS as CSV_COLUMNS
 
 SNAPSHOT = ["method", "shots", "iteration"]  # one CSV per snapshot: its identity
 # Per-file constants carried into the summary; one report describes one analysis, so they agree across files
