@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-# Canonical order of the modes, as fixed by the released MMAML code (REFERENCE §1.3).
+# Canonical order of the modes, as fixed by the released MMAML code (docs/specification.md §1.1).
 MODES = ("omniglot", "miniimagenet", "fc100", "cub", "aircraft")
 
 

@@ -1,15 +1,15 @@
 """The released code's way of computing a meta-training iteration, for `kml bench` to measure kml against.
 
-`ReleasedStyle` computes a meta-batch the way the released MMAML and KML code does (REFERENCE §0, §1), with a
-copy of a kml method's weights, so that the two can be checked for equal losses and gradients and then timed
-side by side on the same tasks:
+`ReleasedStyle` computes a meta-batch the way the released MMAML and KML code does (docs/specification.md
+§0.1, §2, §3), with a copy of a kml method's weights, so that the two can be checked for equal losses and
+gradients and then timed side by side on the same tasks:
 
 data   every image is turned into the network's input on every load, one image at a time, by the released
-       datasets' transforms (REFERENCE §1.2): mini-ImageNet, CUB and Aircraft decode an 84 px image file and
-       Resize((84, 84), LANCZOS) it (a copy at that size); FC100 makes a PIL image of the 32 px CIFAR array
-       (ToPILImage) and upsamples it with Resize(84, LANCZOS); then ToTensor. And the released
-       MultimodalFewShotDataset loads a full meta-batch of every mode per iteration and keeps B of those
-       M·B tasks (§1.3), so M·B tasks' images are loaded. The stored forms (`ReleasedImages`) hold the same
+       datasets' transforms (docs/specification.md §2.2, §2.5): mini-ImageNet, CUB and Aircraft decode an
+       84 px image file and Resize((84, 84), LANCZOS) it (a copy at that size); FC100 makes a PIL image of the
+       32 px CIFAR array (ToPILImage) and upsamples it with Resize(84, LANCZOS); then ToTensor. And the
+       released MultimodalFewShotDataset loads a full meta-batch of every mode per iteration and keeps B of
+       those M·B tasks (§3.2), so M·B tasks' images are loaded. The stored forms (`ReleasedImages`) hold the same
        pixels as kml's prepared uint8 arrays, which `released_splits` derives from them as `kml prepare` does;
        the 84 px files are PNG (lossless, so the pixels stay identical) where the released ones are JPEG,
        and they are read from memory, not from disk. The loading runs in the training process, as with
@@ -43,7 +43,8 @@ from kml.data.images import RESAMPLE, encode_image, resize_rgb
 from kml.methods.base import MetaLearner
 from kml.models.backbone import PADDING, STRIDE
 
-# The released MMAML/KML code's BatchNorm momentum (REFERENCE §2.1); its running statistics are never read.
+# The released MMAML/KML code's BatchNorm momentum (docs/specification.md §4.1); its running statistics are
+# never read.
 RELEASED_BN_MOMENTUM = 0.001
 # Side of the CIFAR-100 images FC100 is made of, which the released loader upsamples on every load.
 CIFAR_SIZE = 32

@@ -2,10 +2,12 @@
 
 `kml train/evaluate/transference --config FILE` reads a run configuration; the workflow composes one per job
 from `config.yaml` (kml/workflow_config.py, kml/plan.py), so both entry points validate with these classes.
-Defaults are the paper's settings for the MAML family (docs/specification.md §5.1, §6); the ProtoNet
-family's schedule and the Multi-MAML members' settings are overrides in `config.yaml` (§6.2, §6.3), so a run
-file for those must state them, as the workflow's do. A misspelt key, a wrongly typed value or one out of
-bounds is rejected by a `ConfigError` that names the dotted key, the value and the fix.
+Defaults are the paper preset's values for a MAML-family run. The paper's implementation details were not
+available, so most hyperparameters are the released MMAML code's; where the paper and the released code
+disagree and the paper is explicit, the default follows the paper (docs/specification.md §0.1, §5.1, §6, §9).
+The ProtoNet family's schedule and the Multi-MAML members' settings exist only as overrides in `config.yaml`
+(§6.2, §6.3), so a run file for those must state them, as the workflow's do. A misspelt key, a wrongly typed
+value or one out of bounds is rejected by a `ConfigError` that names the dotted key, the value and the fix.
 
 Each key also declares which jobs read it (`ReadBy`): the workflow hands a job only the keys it reads, so that
 changing a value in `config.yaml` reruns exactly the jobs whose result it can change.
@@ -226,7 +228,8 @@ class TrainConfig:
     # How the model executes, in training and wherever it is used later (evaluation and transference take
     # these from the configuration saved with the model); kml/execution.py decides how they apply and
     # docs/performance.md has the measurements. How a meta-batch's tasks run: "vmap" together, "loop" one
-    # after another (the reference), "auto" vmap on a GPU and the loop on the CPU. Same mathematics either way.
+    # after another (the reference), "auto" the loop on the CPU and vmap on any other device. Same mathematics
+    # either way.
     task_batching: Literal["auto", "vmap", "loop"] = "auto"
     # The loop's images in channels-last layout: off, because its float32 gradients are measurably further
     # from float64 than NCHW's for a small CPU speed-up (docs/performance.md).

@@ -399,8 +399,9 @@ def _run(config: RunConfig, out: Path, sampler: MultimodalSampler, method: MetaL
 def _publish(config: RunConfig, out: Path, method: MetaLearner) -> None:
     """Publish the extra checkpoints as snapshots/, then model.pt, last.
 
-    The snapshots are hard links to the checkpoints, which stay with that of the last iteration (at most
-    14 MB: weights and two Adam moments of 1.1 M parameters), so a rerun after model.pt or a snapshot is deleted publishes them again without training.
+    The snapshots are hard links to the checkpoints, which stay with that of the last iteration (small:
+    docs/performance.md), so a rerun after model.pt or a snapshot is deleted publishes them again without
+    training.
     """
     folder = out / layout.CHECKPOINTS
     for iteration in config.train.extra_checkpoints:

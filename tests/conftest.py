@@ -1,4 +1,5 @@
-"""Shared test fixtures. Real data lives in ../shared/data beside the clone; tests that need it skip without it."""
+"""Shared test fixtures. Tests that need the real datasets look for them in $KML_SHARED_DATA (default:
+../shared/data beside the clone) and skip without them."""
 
 from __future__ import annotations
 

@@ -89,7 +89,7 @@ def test_in_float64_the_two_paths_agree_to_rounding(method, first_order):
 @pytest.mark.parametrize("method", ["maml", "mprotonet_kml"])
 def test_channels_last_computes_the_same_in_float64(method):
     """train.channels_last changes the memory layout only: in float64 the losses and gradients agree to rounding
-    (in float32 its oneDNN kernels round differently, README: Performance)."""
+    (in float32 its oneDNN kernels round differently, docs/performance.md)."""
     layouts = {}
     for channels_last in (False, True):
         model = build(method, False).double()

@@ -159,7 +159,8 @@ def test_modulation_is_computed_once_per_task_and_trained_by_the_outer_loss_only
     for name, param in model.named_parameters():
         if name.startswith(("encoder.", "generator.")) and ".delta_b." not in name:
             assert param.grad.abs().sum() > 0, name
-        if ".delta_b." in name:  # REFERENCE §2.4: a bias shift before batch-statistics BN cancels exactly
+        # docs/specification.md §4.5: a bias shift before batch-statistics BN cancels exactly
+        if ".delta_b." in name:
             assert param.grad.abs().max() < 1e-10, name
 
 

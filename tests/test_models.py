@@ -1,5 +1,5 @@
-"""Backbone, task encoder and modulation generators: parameter counts and shapes against REFERENCE §2, and
-the modulations' defining identities."""
+"""Backbone, task encoder and modulation generators: parameter counts and shapes against
+docs/specification.md §4, and the modulations' defining identities."""
 
 import math
 
@@ -23,7 +23,7 @@ def count(module):
     return sum(p.numel() for p in module.parameters()) if module is not None else 0
 
 
-# (base network, task encoder, generator) at 84 px, 5-way: REFERENCE §2.1-§2.4
+# (base network, task encoder, generator) at 84 px, 5-way: docs/specification.md §4.6
 PAPER_COUNTS = {
     "maml": (389_701, 0, 0),
     "multi_maml": (389_701, 0, 0),
@@ -135,7 +135,8 @@ def test_kml_modulated_kernel_follows_the_row_major_reshape_of_v_outer_u():
         for o in range(c_out):
             flat = conv.weight[o].flatten()
             for q in range(c_in * 9):
-                # §2.4: element q of W[o] is scaled by v[3o + q div 3C_in]·u[q mod 3C_in]; layer 1: v[o]·u[q]
+                # docs/specification.md §4.4: element q of W[o] is scaled by
+                # v[3o + q div 3C_in]·u[q mod 3C_in]; layer 1: v[o]·u[q]
                 m = v[o] * u[q] if layer == 0 else v[3 * o + q // (3 * c_in)] * u[q % (3 * c_in)]
                 torch.testing.assert_close(weight[o].flatten()[q], flat[q] * (1 + m))
         torch.testing.assert_close(bias, conv.bias + heads.delta_b(embedding))
@@ -145,7 +146,7 @@ def test_film_without_batch_norm_is_a_channelwise_scaled_convolution():
     torch.manual_seed(0)
     backbone = ConvBackbone(SMALL_WIDTHS, batch_norm_affine=True).double()
     for block in backbone.blocks:
-        block.norm = nn.Identity()  # the reinterpretation of §2.3 holds exactly only without the BN
+        block.norm = nn.Identity()  # docs/specification.md §4.3: exact only without the BN
         nn.init.normal_(block.conv.bias)
     generator = FiLMGenerator(embedding_dim=7, channels=SMALL_WIDTHS).double()
     modulation = generator(torch.randn(7, dtype=torch.float64))

@@ -28,7 +28,7 @@ from kml.data.hdf5 import SPLITS, describe, read_attrs, read_split
 from kml.data.prepare import prepare_dataset
 from kml.data.synth import make_synthetic, write_tar_gz, write_zip
 
-REFERENCE = json.loads((Path(__file__).resolve().parents[1] / "kml/data/splits.json").read_text())
+SPLITS_JSON = json.loads((Path(__file__).resolve().parents[1] / "kml/data/splits.json").read_text())
 SYNTHETIC_OMNIGLOT_TRAIN = 20  # of the 30 synthetic characters
 SIZE = 28  # small images keep the tests fast; the rules do not depend on the size
 
@@ -103,7 +103,7 @@ def test_miniimagenet_ravi_split_from_the_csvs_and_real_images(shared_data, tmp_
     (folder / "images").symlink_to(shared_data / "miniimagenet/images")  # the hand-placed folder variant
     out = prepare_dataset("miniimagenet", tmp_path / "raw", tmp_path / "mini.h5", image_size=84, workers=1)
     splits = splits_of(out)
-    for split, reference in REFERENCE["miniimagenet_ravi"].items():
+    for split, reference in SPLITS_JSON["miniimagenet_ravi"].items():
         assert list(splits[split].class_names) == sorted(reference)
         assert np.all(np.diff(splits[split].class_offsets) == 20)
     assert [s.num_classes for s in splits.values()] == [64, 16, 20]
@@ -143,7 +143,7 @@ def test_cub_real_metadata_and_images(shared_data, tmp_path):
     assert not np.array_equal(split.images[..., 0], split.images[..., 2])  # colour photographs stay colour
 
     full = [line.split(" ", 1)[1] for line in (cub / "classes.txt").read_text().splitlines()]
-    assert cub_class_split(full[::-1]) == {s: REFERENCE["cub_mmaml_sorted"][s] for s in SPLITS}
+    assert cub_class_split(full[::-1]) == {s: SPLITS_JSON["cub_mmaml_sorted"][s] for s in SPLITS}
 
 
 def test_fc100_split_with_the_real_cifar_meta(shared_data, synthetic_raw, tmp_path):
@@ -154,14 +154,14 @@ def test_fc100_split_with_the_real_cifar_meta(shared_data, synthetic_raw, tmp_pa
                             for name, data in read_members(archive)])
     splits = splits_of(prepare_dataset("fc100", raw, tmp_path / "fc100.h5", image_size=SIZE, workers=1))
     fine_names = pickle.loads(real_meta, encoding="latin1")["fine_label_names"]
-    for split, reference in REFERENCE["fc100_mmaml"].items():
+    for split, reference in SPLITS_JSON["fc100_mmaml"].items():
         assert list(splits[split].class_names) == [fine_names[i] for i in reference["fine_ids"]]
         assert sorted(splits[split].class_names) == sorted(reference["fine_names"])
         assert np.all(np.diff(splits[split].class_offsets) == 20)
 
 
 def test_aircraft_split_keeps_fa18_in_test():
-    reference = REFERENCE["aircraft_mmaml"]
+    reference = SPLITS_JSON["aircraft_mmaml"]
     split = aircraft_class_split(reference["variants_order_assumed"])
     assert split == {s: reference[s] for s in SPLITS}
     assert "F/A-18" in split["test"] and len(split["test"]) == 15  # the released code lost it (14)

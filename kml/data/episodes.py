@@ -3,9 +3,8 @@
 Why the splits live in memory. A task takes N·(K+Q) images scattered over a split (100 for 5-way 5-shot
 15-query; a meta-batch of 10 tasks, 1000), and every meta-batch draws new ones. Read from the HDF5 file or a
 memory map, each of those images is a separate random read, so sampling would be I/O bound; held in memory,
-a task is two `index_select` gathers. All splits of the five datasets at 84 px take about 4 GB as uint8
-(a training run loads only the train splits, about 2.4 GB). Each split is read once and transposed once at
-load to the NCHW layout the networks take, so no task pays for a transpose.
+a task is two `index_select` gathers (the memory this takes: docs/performance.md). Each split is read once
+and transposed once at load to the NCHW layout the networks take, so no task pays for a transpose.
 
 Determinism. Everything is a pure function of a seed and an index, through
 `np.random.default_rng([seed, stream, index])`:

@@ -1,4 +1,4 @@
-"""The conv-4 base network of MMAML and KML (REFERENCE §2.1), with a modulation hook in every layer.
+"""The conv-4 base network of MMAML and KML (docs/specification.md §4.1), a modulation hook in every layer.
 
 Each layer is conv 3×3 stride 2 pad 1 → BatchNorm → (modulation) → ReLU. A modulation may rewrite the
 layer's kernel and bias before the convolution (KML) and/or the normalised features before the ReLU (FiLM);
@@ -37,8 +37,8 @@ class ConvBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, batch_norm_affine: bool):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, KERNEL_SIZE, stride=STRIDE, padding=PADDING)
-        # Batch statistics always, at meta-test too (REFERENCE §7.6); the released code's running buffers
-        # are updated but never read, so none are kept.
+        # Batch statistics always, at meta-test too (docs/specification.md §4.1, §7.2); the released code's
+        # running buffers are updated but never read, so none are kept.
         self.norm = nn.BatchNorm2d(out_channels, affine=batch_norm_affine, track_running_stats=False)
 
     def forward(self, x: Tensor, modulation: LayerModulation | None = None) -> Tensor:
@@ -76,7 +76,8 @@ class ConvBackbone(nn.Module):
         super().__init__()
         self.blocks = conv_blocks(channels, batch_norm_affine)
         self.head = nn.Linear(channels[-1], num_classes) if num_classes is not None else None
-        # The base nets use Xavier-uniform weights and zero biases (REFERENCE §2.1); BN keeps 1 and 0.
+        # Xavier-uniform weights and zero biases, as the released base nets (docs/specification.md §4.1);
+        # BN keeps 1 and 0.
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 nn.init.xavier_uniform_(module.weight)

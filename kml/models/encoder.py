@@ -1,4 +1,4 @@
-"""MMAML's convolutional task encoder h_φ (REFERENCE §2.2): an image set → one task embedding υ."""
+"""MMAML's convolutional task encoder h_φ (docs/specification.md §4.2): image set → one task embedding υ."""
 
 from __future__ import annotations
 

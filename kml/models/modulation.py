@@ -1,7 +1,7 @@
 """Modulation generators: a task embedding υ → one modulation per conv layer of the base network.
 
-`FiLMGenerator` (MMAML, REFERENCE §2.3) scales and shifts the normalised features per channel;
-`KMLGenerator` (KML, §2.4) multiplies every kernel element by a rank-one factor and shifts the bias.
+`FiLMGenerator` (MMAML, docs/specification.md §4.3) scales and shifts the normalised features per channel;
+`KMLGenerator` (KML, §4.4) multiplies every kernel element by a rank-one factor and shifts the bias.
 Both keep PyTorch's default initialisation, as the released code.
 """
 
@@ -36,7 +36,8 @@ class FeatureModulation:
 
 @dataclass(frozen=True)
 class KernelModulation:
-    """KML of one layer: Ŵ = W ⊙ (J + M) ("residual", the paper) or W ⊙ M ("released", §7.4); b̂ = b + Δb."""
+    """KML of one layer: Ŵ = W ⊙ (J + M) ("residual", the paper) or W ⊙ M ("released"); b̂ = b + Δb
+    (docs/specification.md §4.4)."""
 
     multiplier: Tensor  # M, shaped like the kernel
     bias_shift: Tensor  # Δb [C_out]
