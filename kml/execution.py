@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 from torch.func import vmap
 
+from kml import gpus
 from kml.config import TrainConfig
 from kml.data.episodes import MetaBatch
 from kml.methods.base import EpisodeResult, MetaLearner
@@ -33,10 +34,26 @@ from kml.methods.multi import MultiModel
 
 
 def resolve_device(name: str) -> torch.device:
-    """train.device: "auto" is the GPU when there is one, else the CPU; anything else as torch spells it."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """train.device: "auto" is a GPU when there is one, else the CPU; anything else as torch spells it.
+
+    With several visible GPUs, "auto" is one that no other kml job on this machine holds while there is one
+    (kml/gpus.py), and it becomes this process's current CUDA device.
+    """
+    if name != "auto":
+        return torch.device(name)
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    count = torch.cuda.device_count()
+    if count == 1:
+        return torch.device("cuda")
+    index = gpus.claim([_gpu_id(i) for i in range(count)])
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
+
+
+def _gpu_id(index: int) -> str:
+    """What names a GPU alike in every process, whatever its CUDA_VISIBLE_DEVICES: its UUID."""
+    return str(getattr(torch.cuda.get_device_properties(index), "uuid", index))
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,20 @@ def exclusive_lock(path: Path, busy: Callable[[str], None]) -> Iterator[None]:
         os.close(descriptor)
 
 
+def hold_until_exit(path: Path) -> bool:
+    """Lock `path` for the rest of this process's life if no other process holds it; whether it did.
+
+    The file stays (another process's lock on it must keep meaning the same file); the kernel releases the
+    lock when the process ends.
+    """
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    if not _flock(descriptor, path, blocking=False):
+        os.close(descriptor)
+        return False
+    _record_holder(descriptor)  # the descriptor stays open: closing it would release the lock
+    return True
+
+
 def _lock(path: Path, busy: Callable[[str], None]) -> int | None:
     """A descriptor of `path`, locked, or None if the file was replaced while we waited for it."""
     descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
