@@ -30,6 +30,7 @@ RESULTS_DIR = "results"
 MODELS_DIR = f"{RESULTS_DIR}/models"
 EVAL_DIR = f"{RESULTS_DIR}/eval"
 TRANSFERENCE_DIR = f"{RESULTS_DIR}/transference"
+BENCH_RESULTS = "benchmarks/results.csv"  # `kml bench`, committed with the measurements of record
 
 # ---- a run folder (`kml train --out DIR`) ---------------------------------------------------------------------
 # The run configuration the workflow hands to a job; `kml train` records the validated one as RECORDED_CONFIG.

@@ -356,6 +356,10 @@ class Plan:
         reports = [path for report in layout.REPORTS for path in self.report_files(report).values()]
         return [*self.cell_csvs, *self.transference_csvs, *self.step_size_sweep_csvs, *reports]
 
+    def gpu_trainings(self) -> list[Training]:
+        """The trainings that run on a GPU when there is one (train.device "auto" or CUDA)."""
+        return [t for t in self.trainings.values() if t.run_config["train"]["device"] != "cpu"]
+
     def job_counts(self) -> dict[str, int]:
         """Jobs per kind when nothing exists yet (the dry run of `all` reports the same numbers)."""
         joint = [t for t in self.trainings.values() if not t.name.startswith(f"{SINGLE}/")]

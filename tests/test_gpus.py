@@ -96,3 +96,16 @@ def test_a_named_device_is_taken_as_given(monkeypatch, tmp_path, name):
     simulate_gpus(monkeypatch, tmp_path, 2)
     assert resolve_device(name) == torch.device(name)
     assert not list(tmp_path.iterdir())
+
+
+def test_the_no_gpu_warning_quotes_the_measured_estimate_and_names_the_cpu_preset(tmp_path):
+    bench = tmp_path / "results.csv"
+    bench.write_text("date,device,method,estimated_hours\n"
+                     "2026-11-26T20:03:36+00:00,cpu x86_64 (2 cores),paper preset training,3466.1\n"
+                     "2026-11-26T20:03:36+00:00,cpu x86_64 (2 cores),paper preset total,3485.3\n")
+    warning = gpus.no_gpu_warning(3_220_000, 68, bench)
+    assert "68 models for 3,220,000 iterations" in warning
+    assert "3,485 hours (145 days) on cpu x86_64 (2 cores), measured by `kml bench` on 2026-11-26" in warning
+    assert warning.endswith("snakemake --cores N --configfile presets/cpu.yaml")
+    # without the measurement, no number is made up
+    assert "hours" not in gpus.no_gpu_warning(3_220_000, 68, tmp_path / "absent.csv")

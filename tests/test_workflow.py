@@ -23,8 +23,11 @@ import pytest
 import yaml
 from declared import declared_only_venv
 
+from kml.gpus import gpu_visible
+
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOW_FILES = ("Snakefile", "config.yaml", "workflow", "presets", "profiles", "envs", "kml", "pyproject.toml")
+WORKFLOW_FILES = ("Snakefile", "config.yaml", "workflow", "presets", "profiles", "envs", "kml", "pyproject.toml",
+                  "benchmarks")
 SMOKE = ("--configfile", "presets/smoke.yaml")
 METHODS = ("maml", "multi_maml", "mmaml", "mmaml_kml", "protonet", "multi_protonet", "mprotonet", "mprotonet_kml")
 # `snakemake -n` of the paper (config.yaml), by rule; tests/test_plan.py checks the same numbers on the plan.
@@ -88,6 +91,17 @@ def test_paper_dry_run_schedules_every_job(workflow):
     assert len(cells) == 64
     assert "results/models/single/maml/omniglot/1shot/model.pt" in outputs
     assert "results/models/2mode_dagger/mmaml_kml/5shot/snapshots/iter020000.pt" in outputs
+
+
+@pytest.mark.skipif(gpu_visible(), reason="this machine has a GPU: the warning is for machines without one")
+def test_the_paper_preset_without_a_gpu_warns_with_the_estimate_and_the_cpu_preset(workflow):
+    paper = snakemake(workflow, "--dry-run")
+    warning = paper.stderr[paper.stderr.index("kml: warning: no GPU"):]
+    assert "68 models for 3,220,000 iterations" in warning and "hours" in warning, warning
+    assert "--configfile presets/cpu.yaml" in warning
+    for preset in ("presets/smoke.yaml", "presets/cpu.yaml"):
+        quiet = snakemake(workflow, "--dry-run", "--configfile", preset)
+        assert "no GPU" not in quiet.stdout + quiet.stderr
 
 
 def test_one_cell_builds_only_its_own_chain(workflow):

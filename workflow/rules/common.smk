@@ -7,7 +7,7 @@ import sys
 
 # The checkout's kml/plan.py, also when Snakemake runs from an environment without the package installed.
 sys.path.insert(0, str(workflow.basedir))
-from kml import KmlError, layout  # noqa: E402
+from kml import KmlError, gpus, layout  # noqa: E402
 from kml.plan import Plan, alternation, to_yaml  # noqa: E402
 
 # Checks every value (naming the configuration file a bad one came from) and composes every job. A bad value
@@ -18,6 +18,13 @@ try:
 except KmlError as error:
     sys.exit(f"Error in the configuration: {error}")
 RES = PLAN.config["resources"]
+# GPU-sized work started here on a machine without a GPU (a cluster executor's jobs run elsewhere).
+if workflow.local_exec and not workflow.remote_exec and not gpus.gpu_visible():
+    _on_gpu = PLAN.gpu_trainings()
+    _iterations = sum(t.run_config["train"]["iterations"] for t in _on_gpu)
+    if _iterations >= gpus.GPU_SCALE_ITERATIONS:
+        print(gpus.no_gpu_warning(_iterations, len(_on_gpu), Path(workflow.basedir) / layout.BENCH_RESULTS),
+              file=sys.stderr)
 # envs/*.yaml install this checkout into each conda environment (`--sdm conda`): pip expands ${KML_ROOT}.
 os.environ.setdefault("KML_ROOT", str(workflow.basedir))
 
