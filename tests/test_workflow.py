@@ -29,6 +29,11 @@ REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_FILES = ("Snakefile", "config.yaml", "workflow", "presets", "profiles", "envs", "kml", "pyproject.toml",
                   "benchmarks")
 SMOKE = ("--configfile", "presets/smoke.yaml")
+# The smoke run below takes the GPU's code path on the CPU: every training runs its tasks under vmap, and the
+# evaluations and transference analyses follow (batched transference), so every rule exercises it end to end.
+# (The CPU's task loop is what the unit tests and the byte-identity check run.)
+VMAP = {"train": {"task_batching": "vmap"}}
+SMOKE_VMAP = (*SMOKE, "vmap.yaml")
 METHODS = ("maml", "multi_maml", "mmaml", "mmaml_kml", "protonet", "multi_protonet", "mprotonet", "mprotonet_kml")
 # `snakemake -n` of the paper (config.yaml), by rule; tests/test_plan.py checks the same numbers on the plan.
 PAPER_JOBS = {
@@ -179,7 +184,8 @@ PRESET = yaml.safe_load((REPO / "presets" / "smoke.yaml").read_text())
 def smoke(tmp_path_factory) -> Path:
     """The smoke preset's whole `all` target, run once in a fresh copy with 2 cores."""
     workdir = copy_workflow(tmp_path_factory.mktemp("smoke"))
-    snakemake(workdir, "--cores", "2", *SMOKE)
+    (workdir / "vmap.yaml").write_text(yaml.safe_dump(VMAP))
+    snakemake(workdir, "--cores", "2", *SMOKE_VMAP)
     return workdir
 
 
@@ -251,12 +257,16 @@ def test_smoke_writes_every_transference_output(smoke):
 @pytest.mark.slow
 def test_smoke_run_is_complete_and_reports(smoke):
     # nothing left to do: every output is there and its params and code unchanged
-    again = snakemake(smoke, "--dry-run", *SMOKE)
+    again = snakemake(smoke, "--dry-run", *SMOKE_VMAP)
     assert "Nothing to be done" in again.stdout + again.stderr
-    snakemake(smoke, "--report", "results/report.html", *SMOKE)
+    rendered = snakemake(smoke, "--report", "results/report.html", *SMOKE_VMAP)
+    assert "ERROR" not in rendered.stdout + rendered.stderr  # docutils reports a broken caption so
     html = (smoke / "results" / "report.html").read_text(errors="replace")
     assert len(html) > 100_000 and "reproduction.png" in html and "summary.csv" in html and "claims.csv" in html
     assert "transference_step_size.png" in html
+    # every model was trained, and so evaluated and analysed, on the GPU's code path
+    recorded = [yaml.safe_load(path.read_text()) for path in (smoke / "results" / "models").rglob("config.yaml")]
+    assert len(recorded) == 68 and {config["train"]["task_batching"] for config in recorded} == {"vmap"}
 
 
 @pytest.mark.slow
@@ -265,7 +275,7 @@ def test_smoke_one_changed_value_reruns_exactly_the_affected_jobs(smoke, tmp_pat
     # one Multi-MAML member's inner lr: that member (1 and 5 shots), the 3 settings with FC100 x 2 shots of
     # multi_maml, and the accuracy and claims reports
     overlay.write_text(yaml.safe_dump({"overrides": {"multi_member": {"maml": {"fc100": {"maml": {"inner_lr": 0.02}}}}}}))
-    counts, outputs = dry_run(smoke, *SMOKE, str(overlay))
+    counts, outputs = dry_run(smoke, *SMOKE_VMAP, str(overlay))
     assert counts == {"train": 2, "evaluate": 6, "report_accuracy": 1, "report_claims": 1, "all": 1}, counts
     assert {f for f in outputs if f.endswith(".csv") and "/eval/" in f} == {
         f"results/eval/{s}/multi_maml/{k}shot.csv" for s in ("2mode_dagger", "3mode", "5mode") for k in (1, 5)}
@@ -280,7 +290,7 @@ def test_smoke_failed_training_leaves_nothing_trusted_and_resumes(smoke, tmp_pat
     overlay = tmp_path / "longer.yaml"
     longer = {"overrides": {"multi_member": {"protonet": {"cub": {"train": {"iterations": 400}}}}}}
     overlay.write_text(yaml.safe_dump(longer))
-    args = (f"{run}/model.pt", "--cores", "1", *SMOKE, str(overlay))
+    args = (f"{run}/model.pt", "--cores", "1", *SMOKE_VMAP, str(overlay))
     process = subprocess.Popen([sys.executable, "-m", "snakemake", *args], cwd=smoke, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -305,9 +315,9 @@ def test_smoke_failed_training_leaves_nothing_trusted_and_resumes(smoke, tmp_pat
             os.killpg(process.pid, signal.SIGKILL)
     assert not (smoke / run / "model.pt").exists()
     assert any((smoke / run / "checkpoints").glob("iter*.pt"))
-    counts, _ = dry_run(smoke, f"{run}/model.pt", *SMOKE, str(overlay))
+    counts, _ = dry_run(smoke, f"{run}/model.pt", *SMOKE_VMAP, str(overlay))
     assert counts == {"train": 1}
-    snakemake(smoke, f"{run}/model.pt", "--cores", "1", *SMOKE, str(overlay))
+    snakemake(smoke, f"{run}/model.pt", "--cores", "1", *SMOKE_VMAP, str(overlay))
     log = (smoke / "logs" / "train" / "single" / "protonet" / "cub" / "1shot.log").read_text()
     assert f"resuming {run} from iteration" in log, log[-2000:]
     resumed_at = re.search(r"\|\s*(\d+)/400 \[", log)
