@@ -17,8 +17,8 @@ from kml import checkpoint
 from kml import transference as tr
 from kml.cli import main
 from kml.config import RunConfig, save_run_config
+from kml.layout import TRANSFERENCE_FIGURES as FIGURES
 from kml.methods.registry import build_method
-from kml.report.transference_figures import FIGURES
 from kml.train import train
 from kml.transference import (
     CSV_COLUMNS,
