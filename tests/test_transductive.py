@@ -15,14 +15,18 @@ import numpy as np
 import pytest
 import torch
 
+from kml.config import ModelConfig, ProtoNetConfig, RunConfig, TaskConfig, TrainConfig
+from kml.execution import Execution
 from kml.methods.protonet import (
     class_prototypes,
     refine_prototypes,
     released_refine_prototypes,
+    released_support_order,
     squared_distances,
 )
+from kml.methods.registry import build_method
 
-WAYS, QUERIES, DIM = 3, 4, 5
+WAYS, QUERIES, DIM, SIZE = 3, 4, 5, 8
 BLOCK_ORDER = [2, 0, 1]  # the class of support row block j: not 0, 1, 2
 
 
@@ -92,3 +96,74 @@ def test_at_one_shot_the_support_image_drops_out():
     refined = released_refine_prototypes(prototypes, moved, torch.from_numpy(queries), shots=1)
     torch.testing.assert_close(
         refined, released_refine_prototypes(prototypes, torch.from_numpy(support), torch.from_numpy(queries), shots=1))
+
+
+# ---- in the model: kml's tasks sorted by label, laid out as the released ones ----------------------------------
+
+def tiny(shots, transductive):
+    config = RunConfig(
+        method="protonet", modes=("fc100",), task=TaskConfig(ways=WAYS, shots=shots, queries=QUERIES),
+        model=ModelConfig(channels=(3, 4, 3, 2), image_size=SIZE),
+        protonet=ProtoNetConfig(transductive=transductive), train=TrainConfig(seed=3),
+    )
+    return build_method(config).double()
+
+
+def kml_task(shots, seed=0):
+    """Images in 1/255 steps, rows sorted by label as kml's sampler writes them; the classes' pixel sums are
+    ordered as BLOCK_ORDER, so the released layout puts class BLOCK_ORDER[j] in block j."""
+    generator = torch.Generator().manual_seed(seed)
+    support = torch.randint(0, 128, (WAYS * shots, 3, SIZE, SIZE), generator=generator).double()
+    brightness = torch.tensor(BLOCK_ORDER).argsort().double() * 128  # class BLOCK_ORDER[j] is the j-th darkest
+    support = (support + brightness.repeat_interleave(shots)[:, None, None, None]) / 255
+    query = torch.randint(0, 256, (WAYS * QUERIES, 3, SIZE, SIZE), generator=generator).double() / 255
+    labels = torch.arange(WAYS).repeat_interleave(shots)
+    return support, labels, query
+
+
+@pytest.mark.parametrize("shots", [1, 5])
+def test_the_model_reads_block_j_as_the_released_tasks_laid_it_out(shots):
+    model = tiny(shots, "released")
+    support_x, support_y, query_x = kml_task(shots)
+    # by hand: the classes in order of their support pixel sums (BLOCK_ORDER), each with its rows in order
+    sums = [round(float(support_x[support_y == k].sum() * 255)) for k in range(WAYS)]
+    assert sorted(range(WAYS), key=sums.__getitem__) == BLOCK_ORDER
+    rows = np.concatenate([np.flatnonzero(support_y.numpy() == k) for k in BLOCK_ORDER])
+    assert released_support_order(support_x, support_y, ways=WAYS).tolist() == rows.tolist()
+    with torch.no_grad():
+        support_f = model.backbone(support_x, None).numpy()
+        query_f = model.backbone(query_x, None).numpy()
+        logits = model.query_logits(support_x, support_y, query_x).numpy()
+    _, expected = by_hand(support_f[rows], support_y.numpy()[rows], query_f, shots)
+    np.testing.assert_allclose(logits, expected, rtol=1e-6, atol=1e-9)
+    # and not what the correct step, or reading kml's sorted blocks, would give
+    with torch.no_grad():
+        correct = tiny(shots, True).query_logits(support_x, support_y, query_x).numpy()
+    _, sorted_blocks = by_hand(support_f, support_y.numpy(), query_f, shots)
+    assert np.abs(logits - correct).max() > 1e-3
+    assert shots == 1 or np.abs(logits - sorted_blocks).max() > 1e-3  # at 1-shot no support row is read
+
+
+def test_the_layout_does_not_depend_on_where_the_rows_of_each_class_are():
+    support_x, support_y, query_x = kml_task(5, seed=1)
+    model = tiny(5, "released")
+    interleaved = torch.arange(WAYS * 5).reshape(WAYS, 5).T.flatten()  # rows 0, 5, 10, 1, 6, ...: same class order
+    with torch.no_grad():
+        torch.testing.assert_close(model.query_logits(support_x[interleaved], support_y[interleaved], query_x),
+                                   model.query_logits(support_x, support_y, query_x))
+
+
+def test_vmapped_tasks_compute_what_the_loop_computes():
+    """train.task_batching: vmap (the GPU's path) runs the released step per task as the loop does."""
+    model = tiny(5, "released")
+    tasks = [kml_task(5, seed=seed) for seed in range(3)]
+    support_x, support_y, query_x = (torch.stack(parts) for parts in zip(*tasks))
+    query_y = torch.arange(WAYS).repeat_interleave(QUERIES).expand(3, -1)
+    results, gradients = {}, {}
+    for batching in ("vmap", "loop"):
+        execution = Execution.of(TrainConfig(task_batching=batching), torch.device("cpu"))
+        results[batching] = execution.run_tasks(model, support_x, support_y, query_x, query_y)
+        gradients[batching] = torch.autograd.grad(results[batching].loss, list(model.parameters()))
+    torch.testing.assert_close(results["vmap"].task_losses, results["loop"].task_losses)
+    torch.testing.assert_close(results["vmap"].task_accuracies, results["loop"].task_accuracies)
+    torch.testing.assert_close(gradients["vmap"], gradients["loop"])
