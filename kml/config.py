@@ -25,6 +25,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import yaml
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
+from pydantic_core import PydanticCustomError
 
 from kml import MODES, KmlError
 from kml.methods.table import METHOD_NAMES, Method, method_spec
@@ -64,6 +65,22 @@ Bool = Annotated[bool, Strict()]
 Text = Annotated[str, Strict(), Field(min_length=1)]
 Mode = Literal[MODES]
 MethodName = Literal[METHOD_NAMES]
+
+
+def exact_literal(*choices: Any) -> Any:
+    """Literal[choices], strict as the scalars above: a bare Literal would take 1 for True and 0 for False."""
+    spelt = [str(choice).lower() if isinstance(choice, bool) else repr(choice) for choice in choices]
+    expected = f"{', '.join(spelt[:-1])} or {spelt[-1]}"
+
+    def exact(value: Any) -> Any:
+        if not any(type(value) is type(choice) and value == choice for choice in choices):
+            raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
+        return value
+
+    return Annotated[Literal[choices], BeforeValidator(exact)]
+
+
+Transductive = exact_literal(False, True, "released")
 
 # Lax at the level of sections (a YAML mapping becomes a section, a list a tuple); every scalar is strict.
 SECTION = ConfigDict(extra="forbid")
@@ -196,8 +213,9 @@ class MAMLConfig:
 class ProtoNetConfig:
     read_by: ClassVar[ReadBy] = ReadBy(TRAIN, _protonet_family)
 
-    # The released code's transductive prototype refinement, implemented without its bugs (§5.3).
-    transductive: Bool = False
+    # The released code's transductive prototype refinement (§5.3): true computes the formula it intends,
+    # "released" what it computes, bugs included.
+    transductive: Transductive = False
 
 
 @dataclass(frozen=True, config=SECTION)

@@ -57,3 +57,18 @@ def test_unreadable_file_is_named(tmp_path):
     bad.write_text("method: [unclosed")
     with pytest.raises(ConfigError, match="run.yaml: not valid YAML"):
         load_run_config(bad)
+
+
+@pytest.mark.parametrize("value", [False, True, "released"])
+def test_protonet_transductive_takes_a_boolean_or_released_and_keeps_it_through_yaml(value, tmp_path):
+    config = run_config_from_dict({"method": "protonet", "modes": ["fc100"], "protonet": {"transductive": value}})
+    assert config.protonet.transductive is value or config.protonet.transductive == value == "released"
+    save_run_config(config, tmp_path / "run.yaml")
+    assert load_run_config(tmp_path / "run.yaml") == config
+
+
+@pytest.mark.parametrize("value", [1, 0, "true", "Released", None])
+def test_protonet_transductive_rejects_anything_else_in_one_line_naming_the_choices(value):
+    with pytest.raises(ConfigError) as error:
+        run_config_from_dict({"method": "protonet", "modes": ["fc100"], "protonet": {"transductive": value}})
+    assert str(error.value) == f"protonet.transductive: {value!r} is not one of false, true or 'released'"
