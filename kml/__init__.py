@@ -7,11 +7,13 @@ MODES = ("omniglot", "miniimagenet", "fc100", "cub", "aircraft")
 
 
 class KmlError(Exception):
-    """An error the user can fix; its message names the file or key and says how. The CLI prints it without a traceback."""
+    """An error the user can fix; its message names the file or key and says how. The CLI prints it without a
+    traceback."""
 
 
 class Interrupted(KmlError):
-    """A command stopped by a signal, having saved what it could; the CLI exits with 128 + the signal's number."""
+    """A command stopped by a signal, having saved what it could; the CLI exits with 128 + the signal's
+    number."""
 
     def __init__(self, message: str, signal_number: int):
         super().__init__(message)

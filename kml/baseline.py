@@ -9,10 +9,10 @@ data   every image is turned into the network's input on every load, one image a
        84 px image file and Resize((84, 84), LANCZOS) it (a copy at that size); FC100 makes a PIL image of the
        32 px CIFAR array (ToPILImage) and upsamples it with Resize(84, LANCZOS); then ToTensor. And the
        released MultimodalFewShotDataset loads a full meta-batch of every mode per iteration and keeps B of
-       those M·B tasks (§3.2), so M·B tasks' images are loaded. The stored forms (`ReleasedImages`) hold the same
-       pixels as kml's prepared uint8 arrays, which `released_splits` derives from them as `kml prepare` does;
-       the 84 px files are PNG (lossless, so the pixels stay identical) where the released ones are JPEG,
-       and they are read from memory, not from disk. The loading runs in the training process, as with
+       those M·B tasks (§3.2), so M·B tasks' images are loaded. The stored forms (`ReleasedImages`) hold the
+       same pixels as kml's prepared uint8 arrays, which `released_splits` derives from them as `kml prepare`
+       does; the 84 px files are PNG (lossless, so the pixels stay identical) where the released ones are
+       JPEG, and they are read from memory, not from disk. The loading runs in the training process, as with
        DataLoader(num_workers=0); the released default of 4 workers per mode overlaps it with computing on a
        machine with cores to spare, and `ReleasedStyle.load_seconds` lets the benchmark say how much of an
        iteration it is.
@@ -113,7 +113,8 @@ class ReleasedStyle:
         if config.family == "protonet" and config.protonet.transductive:
             raise BaselineError("the baseline has no transductive ProtoNet; use protonet.transductive: false")
         if config.model.query_embedding != "support":
-            raise BaselineError("the baseline embeds the support set only; use model.query_embedding: support")
+            raise BaselineError("the baseline embeds the support set only; "
+                                "use model.query_embedding: support")
         self.config = config
         self.images = images
         self.device = device
@@ -126,7 +127,8 @@ class ReleasedStyle:
                         for net in ("backbone", "encoder") for layer, c in enumerate(config.model.channels)}
         base = [p for name, p in self.params.items() if name.startswith("backbone.")]
         modulation = [p for name, p in self.params.items() if not name.startswith("backbone.")]
-        self.optimizers = [torch.optim.Adam(group, lr=config.optim.lr) for group in (base, modulation) if group]
+        self.optimizers = [torch.optim.Adam(group, lr=config.optim.lr)
+                           for group in (base, modulation) if group]
         self.load_seconds: list[float] = []  # wall seconds spent loading images, one value per meta-batch
 
     # ---- data --------------------------------------------------------------------------------------------
@@ -150,7 +152,8 @@ class ReleasedStyle:
         for mode in self.config.modes:
             kept = [indices for m, indices in zip(batch.modes, batch.image_indices, strict=True) if m == mode]
             for dropped in range(batch.num_tasks - len(kept)):
-                self._load(mode, kept[dropped % len(kept)] if kept else np.arange(batch.image_indices[0].size))
+                self._load(mode, kept[dropped % len(kept)] if kept
+                           else np.arange(batch.image_indices[0].size))
         self.load_seconds.append(time.perf_counter() - begin)
         return tasks
 
@@ -182,14 +185,17 @@ class ReleasedStyle:
             return None, None
         p = self.params
         pooled = self._conv_net("encoder", images, p).mean(dim=(2, 3))
-        embedding = F.relu(F.linear(pooled, p["encoder.project.weight"], p["encoder.project.bias"])).mean(dim=0)
+        embedding = F.relu(F.linear(pooled, p["encoder.project.weight"],
+                                    p["encoder.project.bias"])).mean(dim=0)
 
         def head(name: str) -> torch.Tensor:
-            return F.linear(embedding, p[f"generator.layers.{name}.weight"], p[f"generator.layers.{name}.bias"])
+            return F.linear(embedding, p[f"generator.layers.{name}.weight"],
+                            p[f"generator.layers.{name}.bias"])
 
         if self.modulation == "film":
             return None, [head(str(layer)).chunk(2) for layer in range(self.layers)]
-        return [(torch.outer(head(f"{layer}.v"), head(f"{layer}.u")).reshape(p[f"backbone.blocks.{layer}.conv.weight"].shape),
+        return [(torch.outer(head(f"{layer}.v"), head(f"{layer}.u"))
+                 .reshape(p[f"backbone.blocks.{layer}.conv.weight"].shape),
                  head(f"{layer}.delta_b")) for layer in range(self.layers)], None
 
     def _task_loss(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor,
@@ -213,7 +219,8 @@ class ReleasedStyle:
                                         create_graph=not maml.first_order)
             if maml.grad_clamp > 0:
                 grads = [grad.clamp(-maml.grad_clamp, maml.grad_clamp) for grad in grads]
-            fast = {name: w - maml.inner_lr * grad for (name, w), grad in zip(fast.items(), grads, strict=True)}
+            fast = {name: w - maml.inner_lr * grad
+                    for (name, w), grad in zip(fast.items(), grads, strict=True)}
         return F.cross_entropy(logits(query_x), query_y)
 
     def loss(self, batch: MetaBatch) -> torch.Tensor:

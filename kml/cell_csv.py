@@ -52,7 +52,8 @@ def cell_frame(config: RunConfig, task_ids: Sequence[int], modes: Sequence[str],
     """The cell CSV's rows from each task's id, mode and accuracy (a fraction), in task-id order."""
     tasks = pd.DataFrame({"task_id": task_ids, "mode": modes,
                           "accuracy_pct": 100 * np.asarray(accuracies, dtype=np.float64)})
-    # Task-id order, so that consecutive groups of MMAML_EVAL_META_BATCH tasks are the released code's batches.
+    # Task-id order, so that consecutive groups of MMAML_EVAL_META_BATCH tasks are the released code's
+    # batches.
     tasks = tasks.sort_values("task_id", kind="stable").reset_index(drop=True)
     label = {"setting": config.setting, "method": config.method, "shots": config.task.shots}
     rows = [{**label, "kind": "task", "n_tasks": 1, **task} for task in tasks.to_dict("records")]

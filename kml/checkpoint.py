@@ -42,8 +42,8 @@ def load(path: str | Path) -> dict[str, Any]:
             warnings.simplefilter("ignore")  # torch warns about foreign pickles before refusing them
             return torch.load(path, map_location="cpu", weights_only=True)
     except OSError as error:  # a folder, no permission, an I/O error
-        raise CheckpointError(f"{path}: cannot be read ({error.strerror}); give the path of a file written by "
-                              "`kml train` that you may read") from None
+        raise CheckpointError(f"{path}: cannot be read ({error.strerror}); give the path of a file written "
+                              "by `kml train` that you may read") from None
     # A corrupt or foreign file makes torch raise EOFError, KeyError, RuntimeError, UnpicklingError, ...
     except Exception as error:  # noqa: BLE001
         raise CheckpointError(f"{path}: {_not_loadable(path, error)}") from None

@@ -1,9 +1,10 @@
 """Meta-test evaluation of one table cell (`kml evaluate --config C --model M [--model M2 ...] --out CSV`).
 
 Every method of a setting is evaluated on the same fixed task set: task t is a pure function of
-(eval.seed, t) on the test split (`kml.tasks.evaluation_tasks`), balanced over the setting's modes. Each model adapts
-with its own training configuration (the same number of inner steps as in training, docs/specification.md
-§7.2); how the evaluation executes (device, task batching, bf16) is this run's (kml/execution.py).
+(eval.seed, t) on the test split (`kml.tasks.evaluation_tasks`), balanced over the setting's modes. Each model
+adapts with its own training configuration (the same number of inner steps as in training,
+docs/specification.md §7.2); how the evaluation executes (device, task batching, bf16) is this run's
+(kml/execution.py).
 
 The cell CSV (kml/cell_csv.py; docs/ARCHITECTURE.md, "Cell CSV") holds one row per task and the mean with
 its 95 % intervals per mode and overall.

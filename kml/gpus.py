@@ -43,11 +43,12 @@ def claim(gpu_ids: Sequence[str], folder: Path | None = None) -> int:
     folder = lock_dir() if folder is None else folder
     key = (str(folder), tuple(gpu_ids))
     if key not in _claims:
-        free = next((i for i, gpu in enumerate(gpu_ids) if locks.hold_until_exit(folder / _file_name(gpu))), None)
+        free = next((i for i, gpu in enumerate(gpu_ids) if locks.hold_until_exit(folder / _file_name(gpu))),
+                    None)
         if free is None:
             free = os.getpid() % len(gpu_ids)
-            print(f"kml: every one of the {len(gpu_ids)} GPUs is taken by another kml job; sharing GPU {free}",
-                  file=sys.stderr)
+            print(f"kml: every one of the {len(gpu_ids)} GPUs is taken by another kml job; "
+                  f"sharing GPU {free}", file=sys.stderr)
         _claims[key] = free
     return _claims[key]
 
@@ -76,7 +77,8 @@ def no_gpu_warning(iterations: int, trainings: int, bench_csv: Path) -> str:
     estimate = _preset_estimate(bench_csv)
     if estimate:
         lines.append(f"  On a CPU the paper preset was estimated at {estimate}.")
-    lines.append("  Without a GPU, run the CPU preset instead (a reduced but real reproduction, docs/reproduction.md):"
+    lines.append("  Without a GPU, run the CPU preset instead (a reduced but real reproduction, "
+                 "docs/reproduction.md):"
                  "\n    snakemake --cores N --configfile presets/cpu.yaml")
     return "\n".join(lines)
 

@@ -10,7 +10,8 @@ changed here changes everywhere at once. Nothing here imports torch: the reports
     data/processed/{dataset}-{size}.h5                    prepared images (`kml prepare`)
     results/models/{run}/                                 a run folder of `kml train` (RUN_FILES); {run} is
                                                           {setting}/{method}/{shots}shot (a joint model) or
-                                                          single/{family}/{mode}/{shots}shot (a Multi-* member)
+                                                          single/{family}/{mode}/{shots}shot (a Multi-*
+                                                          member)
     results/eval/{setting}/{method}/{shots}shot.csv       a table cell (`kml evaluate`), its config beside it
     results/transference/{method}/{shots}shot/iter{N}.csv loss ratios at snapshot N (`kml transference`)
         .../step_size_sweep/iter{N}.csv                   the step-size sweep on the last snapshot
@@ -32,7 +33,7 @@ EVAL_DIR = f"{RESULTS_DIR}/eval"
 TRANSFERENCE_DIR = f"{RESULTS_DIR}/transference"
 BENCH_RESULTS = "benchmarks/results.csv"  # `kml bench`, committed with the measurements of record
 
-# ---- a run folder (`kml train --out DIR`) ---------------------------------------------------------------------
+# ---- a run folder (`kml train --out DIR`) ------------------------------------------------------------------
 # The run configuration the workflow hands to a job; `kml train` records the validated one as RECORDED_CONFIG.
 RUN_YAML = "run.yaml"
 RECORDED_CONFIG = "config.yaml"
@@ -75,7 +76,7 @@ def cell_config(cell: str) -> str:
     return f"{EVAL_DIR}/{cell}.yaml"
 
 
-# ---- transference (`kml transference --out-dir DIR`) ----------------------------------------------------------
+# ---- transference (`kml transference --out-dir DIR`) -------------------------------------------------------
 STEP_SIZE_SWEEP_DIR = "step_size_sweep"
 
 
@@ -90,7 +91,7 @@ def transference_dir(analysed: str, sweep: bool = False) -> str:
     return f"{folder}/{STEP_SIZE_SWEEP_DIR}" if sweep else folder
 
 
-# ---- the reports (`kml report ... --out-dir DIR`), relative to DIR -------------------------------------------
+# ---- the reports (`kml report ... --out-dir DIR`), relative to DIR -----------------------------------------
 TRANSFERENCE_FIGURES = ("histograms", "checkpoints", "single_target", "per_target", "kml")
 
 
@@ -118,7 +119,8 @@ REPORTS: dict[str, dict[str, str]] = {
         "table": "tables/transference.tex",
         "claims": "transference/claims.csv",
         "claims_table": "tables/transference_claims.tex",
-        **{key: path for name in TRANSFERENCE_FIGURES for key, path in _figure(f"transference_{name}", name).items()},
+        **{key: path for name in TRANSFERENCE_FIGURES
+           for key, path in _figure(f"transference_{name}", name).items()},
     },
     "step_size": {
         "sweep": "transference/step_size_sweep.csv",

@@ -202,8 +202,8 @@ class Plan:
                             f"({', '.join(self.settings)})")
         for method in self.transference_methods:
             if method not in self.methods:
-                raise PlanError(f"{where}.methods: {method!r} must be a jointly trained method listed in methods "
-                                f"({', '.join(m for m in self.methods if not METHODS[m].multi)})")
+                raise PlanError(f"{where}.methods: {method!r} must be a jointly trained method listed in "
+                                f"methods ({', '.join(m for m in self.methods if not METHODS[m].multi)})")
         modes = self.settings[self.transference_setting]
         for key in ("source_mode", "target_mode"):
             mode = self.config["transference"][key]
@@ -231,7 +231,8 @@ class Plan:
         values: dict[str, Any] = {"method": method, "modes": list(modes)}
         if setting is not None:
             values["setting"] = setting
-        # Only what the job reads: its Snakemake params, so a changed value reruns exactly the jobs it affects.
+        # Only what the job reads: its Snakemake params, so a changed value reruns exactly the jobs it
+        # affects.
         values = read_values({**values, **sections}, purpose)
         try:
             run_config_from_dict(values)
@@ -269,22 +270,26 @@ class Plan:
         else:
             trainings = (self._training(f"{setting}/{method}/{shots}shot", method, modes, setting, shots),)
         name = f"{setting}/{method}/{shots}shot"
-        config = self._run_config("evaluate", method, modes, setting, shots, self._sections(method), f"cell {name}")
+        config = self._run_config("evaluate", method, modes, setting, shots, self._sections(method),
+                                  f"cell {name}")
         return Cell(setting, method, shots, config, trainings)
 
     def _transference_run(self, method: str, shots: int) -> TransferenceRun:
         setting = self.transference_setting
         training = self.trainings[f"{setting}/{method}/{shots}shot"]
-        configs = [self._run_config(purpose, method, self.settings[setting], setting, shots, self._sections(method),
-                                    f"transference {method}/{shots}shot") for purpose in ("transference", "sweep")]
+        configs = [self._run_config(purpose, method, self.settings[setting], setting, shots,
+                                    self._sections(method), f"transference {method}/{shots}shot")
+                   for purpose in ("transference", "sweep")]
         return TransferenceRun(method, shots, configs[0], training, configs[1])
 
     # ---- lookups by wildcard -------------------------------------------------------------------------------
     def training(self, name: str) -> Training:
-        return _lookup(self.trainings, name, "training", "settings x methods x shots, and the Multi-* members")
+        return _lookup(self.trainings, name, "training",
+                       "settings x methods x shots, and the Multi-* members")
 
     def cell(self, setting: str, method: str, shots: int | str) -> Cell:
-        return _lookup(self.cells, f"{setting}/{method}/{int(shots)}shot", "cell", "settings x methods x shots")
+        return _lookup(self.cells, f"{setting}/{method}/{int(shots)}shot", "cell",
+                       "settings x methods x shots")
 
     def transference_run(self, method: str, shots: int | str) -> TransferenceRun:
         return _lookup(self.transference, f"{method}/{int(shots)}shot", "transference run",
@@ -350,7 +355,8 @@ class Plan:
         sizes = {}
         for run in self.transference.values():
             sizes.update(run.run_config["transference"]["step_size"])  # each run holds its family's only
-        return shlex.join([arg for family, size in sizes.items() for arg in ("--step-size", f"{family}={size}")])
+        return shlex.join([arg for family, size in sizes.items()
+                           for arg in ("--step-size", f"{family}={size}")])
 
     def all_targets(self) -> list[str]:
         reports = [path for report in layout.REPORTS for path in self.report_files(report).values()]

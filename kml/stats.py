@@ -44,8 +44,8 @@ NO_PAPER_DIRECTION = "no paper direction"  # the paper gives no number, or no di
 VERDICTS = (REPRODUCED, NOT_SIGNIFICANT, CONTRADICTED, NO_PAPER_DIRECTION)
 
 POOLED_DEFINITION = "1.96*std/sqrt(n) over tasks, population std (the released KML code's interval)"
-STRATIFIED_DEFINITION = ("1.96*sqrt(sum over modes of (n_m/n)^2*s_m^2/n_m), s_m the sample std of mode m's tasks "
-                         "(stratified by mode: the mode-balanced design's interval)")
+STRATIFIED_DEFINITION = ("1.96*sqrt(sum over modes of (n_m/n)^2*s_m^2/n_m), s_m the sample std of mode m's "
+                         "tasks (stratified by mode: the mode-balanced design's interval)")
 
 
 def batch_means_definition(batch_size: int) -> str:
@@ -92,7 +92,8 @@ def batch_means(values: Sequence[float], batch_size: int) -> np.ndarray:
     values = _array(values)
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    return np.array([chunk.mean() for chunk in np.array_split(values, range(batch_size, len(values), batch_size))])
+    return np.array([chunk.mean()
+                     for chunk in np.array_split(values, range(batch_size, len(values), batch_size))])
 
 
 def batch_means_ci95(values: Sequence[float], batch_size: int) -> float:

@@ -34,8 +34,8 @@ def mode_splits(config: RunConfig, split: str) -> dict[str, SplitImages]:
     splits = load_splits({mode: config.data.files[mode] for mode in config.modes}, split)
     for images in splits.values():
         if images.image_size != config.model.image_size:
-            raise DataFilesError(f"{images.origin}: images are {images.image_size} px but model.image_size is "
-                                 f"{config.model.image_size}; prepare the file with --image-size "
+            raise DataFilesError(f"{images.origin}: images are {images.image_size} px but model.image_size "
+                                 f"is {config.model.image_size}; prepare the file with --image-size "
                                  f"{config.model.image_size} or change model.image_size")
     return splits
 

@@ -3,8 +3,8 @@
 Iterations count updates from 1. Update i uses meta-batch i (a pure function of (train.seed, i)) and the
 learning rates lr * lr_decay_factor ** (i // lr_decay_every): with lr_decay_every = 10000 the first halving
 takes effect at update 10000 itself, exactly as the released KML code halves "before the step at i = 10k"
-(docs/specification.md §6.2, §6.4; its i also counts updates from 1). checkpoints/iter{N}.pt is the state after N
-updates (the released code's `_N.pt` is written before update N, so it holds N-1).
+(docs/specification.md §6.2, §6.4; its i also counts updates from 1). checkpoints/iter{N}.pt is the state
+after N updates (the released code's `_N.pt` is written before update N, so it holds N-1).
 
 A checkpoint holds the model, both optimizers, every RNG state, the log window and the elapsed time, so a
 run killed at any moment and started again with the same command continues from its newest checkpoint and,
@@ -75,7 +75,8 @@ def train(config: RunConfig, out: str | Path, on_config_change: str = REFUSE) ->
         if final.exists():
             model = checkpoint.load(final)
             if _same_run(config, model["config"], final, out, on_config_change):
-                _report(f"{out} is already complete (model.pt, iteration {model['iteration']}); nothing to do")
+                _report(f"{out} is already complete (model.pt, iteration {model['iteration']}); "
+                        "nothing to do")
                 return final
         _check_schedule(config)
         execution = Execution.of(config.train)
@@ -99,8 +100,8 @@ def _report(message: str) -> None:
 
 
 def build_optimizers(method: MetaLearner, optim: OptimConfig) -> Optimizers:
-    """Two Adams (docs/specification.md §6.1): the base network at optim.lr, the modulation network (if any) at
-    optim.modulation_lr."""
+    """Two Adams (docs/specification.md §6.1): the base network at optim.lr, the modulation network (if any)
+    at optim.modulation_lr."""
     groups = method.parameter_groups()
     optimizers = {"base": torch.optim.Adam(groups["base"], lr=optim.lr)}
     if groups["modulation"]:
@@ -144,7 +145,8 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _same_run(config: RunConfig, recorded: dict[str, Any], path: Path, out: Path, on_config_change: str) -> bool:
+def _same_run(config: RunConfig, recorded: dict[str, Any], path: Path, out: Path,
+              on_config_change: str) -> bool:
     """True if `path` (in run folder `out`) was made with `config`'s training configuration. If not, refuse
     to continue or reuse it, or with SET_ASIDE move the run aside and return False."""
     now, then = (_flatten(read_values(config.to_dict(), "train", resumable=False)),
@@ -380,14 +382,16 @@ def _run(config: RunConfig, out: Path, sampler: MultimodalSampler, method: MetaL
                 row = progress.window_row(config.modes)
                 bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.3f}", refresh=False)
                 if iteration % schedule.log_every == 0:
-                    log.append({**row, "seconds": progress.seconds, "peak_memory_mb": peak_memory_mb(execution.device)})
+                    log.append({**row, "seconds": progress.seconds,
+                                "peak_memory_mb": peak_memory_mb(execution.device)})
                     progress = _Progress(progress.iteration, progress.seconds)  # a fresh window
                 stopping = stop.received  # read once: a later signal waits for the next iteration
                 if iteration % schedule.checkpoint_every == 0 or iteration in checkpointed or stopping:
                     path = _save_checkpoint(config, out, method, optimizers, progress)
                 if stopping:
                     raise Interrupted(f"interrupted by {_signal_name(stopping)} at iteration {iteration}; "
-                                      f"checkpoint saved ({path}); rerun the same command to resume", stopping)
+                                      f"checkpoint saved ({path}); rerun the same command to resume",
+                                      stopping)
     except _StoppedAtOnce as stopped:
         found = _checkpoints(out / layout.CHECKPOINTS)
         resume = f"iteration {max(found)}" if found else "the start"

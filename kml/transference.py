@@ -70,7 +70,7 @@ class TransferenceError(KmlError, ValueError):
     """A snapshot or configuration cannot be analysed; the message says which and why."""
 
 
-# ---- tasks ---------------------------------------------------------------------------------------------------
+# ---- tasks -------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class TaskSet:
@@ -87,11 +87,13 @@ class TaskSet:
 
     def classes(self) -> list[str]:
         """Each task's class names in label order, joined by CLASS_SEPARATOR."""
-        return [CLASS_SEPARATOR.join(self.class_names[c] for c in row) for chunk in self.chunks for row in chunk.classes]
+        return [CLASS_SEPARATOR.join(self.class_names[c] for c in row)
+                for chunk in self.chunks for row in chunk.classes]
 
 
 def task_set(images: SplitImages, split: str, config: RunConfig, count: int, stream: int) -> TaskSet:
-    """`count` fixed tasks of `config.task`'s shape from one split, a function of transference.seed and stream."""
+    """`count` fixed tasks of `config.task`'s shape from one split, a function of transference.seed and
+    stream."""
     settings = config.transference
     chunks = fixed_tasks(images, ways=config.task.ways, shots=config.task.shots, queries=config.task.queries,
                          count=count, seed=settings.seed, stream=stream,
@@ -127,7 +129,7 @@ def _task(tensors: Task, t: int) -> Task:
     return tuple(x[t:t + 1] for x in tensors)
 
 
-# ---- the lookahead update ------------------------------------------------------------------------------------
+# ---- the lookahead update ----------------------------------------------------------------------------------
 
 Gradients = dict[str, Tensor]  # parameter name -> gradient, with a leading chunk dimension (one per task)
 Thetas = dict[str, Tensor]  # parameter name -> value, with a leading chunk dimension (one θ' per task)
@@ -135,8 +137,8 @@ Thetas = dict[str, Tensor]  # parameter name -> value, with a leading chunk dime
 
 @dataclass(frozen=True)
 class GradientStep:
-    """The paper's lookahead, θ' = θ − α·g: the source task's meta-gradient g is its only input besides θ and α,
-    so a zero gradient gives θ' = θ bit for bit.
+    """The paper's lookahead, θ' = θ − α·g: the source task's meta-gradient g is its only input besides θ and
+    α, so a zero gradient gives θ' = θ bit for bit.
 
     Parameters are keyed by their names in the method; `fixed` ones are never stepped.
     """
@@ -192,10 +194,12 @@ class AdamStep:
     rule: ClassVar[str] = "adam"
 
     def apply(self, grads: Gradients) -> Thetas:
-        return {name: adam_update(theta, grads[name], self.states[name]) for name, theta in self.stepped.items()}
+        return {name: adam_update(theta, grads[name], self.states[name])
+                for name, theta in self.stepped.items()}
 
     def momentum_only(self) -> dict[str, Tensor]:
-        """θ' for a zero source gradient: where the saved optimizer state alone moves θ (no chunk dimension)."""
+        """θ' for a zero source gradient: where the saved optimizer state alone moves θ (no chunk
+        dimension)."""
         return self.apply({name: torch.zeros_like(theta) for name, theta in self.stepped.items()})
 
 
@@ -205,7 +209,8 @@ Lookahead = GradientStep | AdamStep
 _ADAM_DEFAULTS = {"amsgrad": False, "weight_decay": 0, "maximize": False}
 
 
-def _adam_states(method: MetaLearner, names: dict[int, str], saved: dict[str, Any], where: str) -> dict[str, AdamState]:
+def _adam_states(method: MetaLearner, names: dict[int, str], saved: dict[str, Any],
+                 where: str) -> dict[str, AdamState]:
     """name -> AdamState from the snapshot's optimizer state dicts ({"base": ..., "modulation": ...})."""
     states = {}
     for group_name, params in method.parameter_groups().items():
@@ -226,8 +231,8 @@ def _adam_states(method: MetaLearner, names: dict[int, str], saved: dict[str, An
                                             "use a snapshot taken after at least one update")
                 saved_state = state_dict["state"][index]
                 states[names[id(params[index])]] = AdamState(
-                    saved_state["exp_avg"], saved_state["exp_avg_sq"], float(saved_state["step"]), group["lr"],
-                    tuple(group["betas"]), group["eps"])
+                    saved_state["exp_avg"], saved_state["exp_avg_sq"], float(saved_state["step"]),
+                    group["lr"], tuple(group["betas"]), group["eps"])
     return states
 
 
@@ -236,8 +241,10 @@ def step_size(config: RunConfig) -> float:
     return getattr(config.transference.step_size, config.family)
 
 
-def build_lookahead(method: MetaLearner, snapshot: dict[str, Any], config: RunConfig, where: str) -> Lookahead:
-    """The lookahead of `config.transference` for `method`, which holds the snapshot's weights (on its device)."""
+def build_lookahead(method: MetaLearner, snapshot: dict[str, Any], config: RunConfig,
+                    where: str) -> Lookahead:
+    """The lookahead of `config.transference` for `method`, which holds the snapshot's weights (on its
+    device)."""
     settings = config.transference
     names = {id(p): name for name, p in method.named_parameters()}
     groups = method.parameter_groups()
@@ -260,7 +267,7 @@ def build_lookahead(method: MetaLearner, snapshot: dict[str, Any], config: RunCo
     return AdamStep(stepped, fixed, states, base_lr)
 
 
-# ---- evaluators ----------------------------------------------------------------------------------------------
+# ---- evaluators --------------------------------------------------------------------------------------------
 # Both take a chunk of tasks' meta-gradients at θ (`gradients`), turn them into θ' by any number of updates
 # (the lookahead, or the sweep's steps of several sizes) and evaluate the targets at each θ' (`at_targets`,
 # `at_own`). L_j(θ) is computed by the same kernels with the same shapes as L_j(θ'), so that θ' = θ gives a
@@ -405,7 +412,7 @@ def evaluator_for(method: MetaLearner, lookahead: Lookahead, targets: Task, vmap
     return (BatchedEvaluator if vmap_tasks else LoopEvaluator)(method, lookahead, targets)
 
 
-# ---- one snapshot ----------------------------------------------------------------------------------------------
+# ---- one snapshot ------------------------------------------------------------------------------------------
 
 def load_snapshot(path: Path, config: RunConfig,
                   device: torch.device) -> tuple[MetaLearner, dict[str, Any], RunConfig]:
@@ -421,8 +428,8 @@ def load_snapshot(path: Path, config: RunConfig,
         raise TransferenceError(f"{path}: its recorded configuration is not valid here ({error}); "
                                 "train it again with this version of kml") from None
     if (trained.method, trained.task) != (config.method, config.task):
-        raise TransferenceError(f"{path}: trained as {trained.method} on {trained.task}, but the configuration "
-                                f"asks for {config.method} on {config.task}")
+        raise TransferenceError(f"{path}: trained as {trained.method} on {trained.task}, "
+                                f"but the configuration asks for {config.method} on {config.task}")
     method = build_method(trained).to(device)
     method.load_state_dict(snapshot["model"])
     return method, snapshot, trained
@@ -511,8 +518,9 @@ def ratio_rows(config: RunConfig, iteration: int, sources: TaskSet, targets: Tas
     rows["ratio_to_momentum_only"] = rows["loss_after"] / rows["loss_after_momentum_only"]
     rows["target_mode"] = targets.mode
     constants = {
-        "setting": config.setting, "method": config.method, "shots": config.task.shots, "iteration": iteration,
-        "lookahead_params": settings.lookahead_params, "neutral_band": settings.neutral_band,
+        "setting": config.setting, "method": config.method, "shots": config.task.shots,
+        "iteration": iteration, "lookahead_params": settings.lookahead_params,
+        "neutral_band": settings.neutral_band,
     }
     return rows.assign(**constants)[list(CSV_COLUMNS)]
 

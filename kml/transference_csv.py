@@ -1,6 +1,6 @@
-"""The transference CSV: the loss ratios of one snapshot, as `kml transference` writes them and the reports read
-them. One row per (source task, target task) and one self row per target (`self` true); docs/transference.md
-("Outputs") explains each column. Torch-free, so the reports can import it.
+"""The transference CSV: the loss ratios of one snapshot, as `kml transference` writes them and the reports
+read them. One row per (source task, target task) and one self row per target (`self` true);
+docs/transference.md ("Outputs") explains each column. Torch-free, so the reports can import it.
 """
 
 COLUMNS = (

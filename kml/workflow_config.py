@@ -184,7 +184,8 @@ def _section(name: str, values: Any, path: str, where: Sources, *, shared: bool)
         raise ConfigError(f"{where(path)}: expected a mapping of {name} keys, got {values!r}")
     for key in values:
         if (name, key) in DECIDED_BY_THE_WORKFLOW:
-            raise ConfigError(f"{where(f'{path}.{key}')}: {DECIDED_BY_THE_WORKFLOW[name, key]}; remove it here")
+            raise ConfigError(f"{where(f'{path}.{key}')}: {DECIDED_BY_THE_WORKFLOW[name, key]}; "
+                              "remove it here")
     cls = SECTIONS[name]
     try:
         section = TypeAdapter(cls).validate_python(dict(values))

@@ -30,13 +30,13 @@ MODEL = _saved({"state_dict": {"weight": torch.ones(3)}})
 FILES = {  # kind: (content, what the error says after the file name)
     "empty": (b"", f"empty file (0 bytes), as a full disk or an interrupted copy leaves; {RETRAIN}"),
     "html": (b"\n<!DOCTYPE html><html><body>Sign in to continue</body></html>",
-             ("an HTML page, not a model: a download that got an error or sign-in page instead; fetch it again, "
-              f"or {RETRAIN}")),
+             ("an HTML page, not a model: a download that got an error or sign-in page instead; "
+              f"fetch it again, or {RETRAIN}")),
     "truncated": (MODEL[:len(MODEL) // 2],
                   f"a truncated or corrupt PyTorch file ({len(MODEL) // 2} bytes); {RETRAIN}"),
     "objects": (_saved(torch.nn.Linear(2, 2)),
-                ("a PyTorch file holding Python objects besides tensors, so not one written by kml (kml loads only "
-                 f"tensors and plain values: loading objects can run code); {FOREIGN}")),
+                ("a PyTorch file holding Python objects besides tensors, so not one written by kml "
+                 f"(kml loads only tensors and plain values: loading objects can run code); {FOREIGN}")),
     "pickle": (pickle.dumps(collections.Counter("kml")),
                f"a Python pickle, not a PyTorch file written by kml; {FOREIGN}"),
     "text": (b"weights: 1 2 3\n", f"not a PyTorch file (it starts with b'weights:'); {FOREIGN}"),
@@ -54,7 +54,8 @@ def test_an_unloadable_file_is_one_line_saying_what_it_is(tmp_path, kind):
 
 
 def test_a_folder_given_as_a_model_is_one_line(tmp_path):
-    with pytest.raises(CheckpointError, match=f"^{tmp_path}: cannot be read \\(Is a directory\\); give the path"):
+    with pytest.raises(CheckpointError,
+                       match=f"^{tmp_path}: cannot be read \\(Is a directory\\); give the path"):
         checkpoint.load(tmp_path)
 
 

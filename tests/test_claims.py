@@ -1,4 +1,5 @@
-"""`kml report claims`: the paper's comparisons tested task by task, on constructed cells with known answers."""
+"""`kml report claims`: the paper's comparisons tested task by task, on constructed cells with known
+answers."""
 
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ def test_verdicts_where_the_answer_is_known(tmp_path):
              (("maml", base), ("multi_maml", base), ("mmaml", base), ("mmaml_kml", better))]
     claims = compare(read_cells(cells))
     assert list(claims.columns) == COLUMNS
-    assert list(zip(claims["method"], claims["baseline"])) == list(COMPARISONS[:4])  # no ProtoNet cells: absent
+    # no ProtoNet cells: absent
+    assert list(zip(claims["method"], claims["baseline"])) == list(COMPARISONS[:4])
     verdicts = dict(zip(zip(claims["method"], claims["baseline"]), claims["verdict"]))
     assert verdicts == {
         ("mmaml_kml", "maml"): "contradicted",  # the paper: -0.39
@@ -120,7 +122,8 @@ def test_cells_on_different_tasks_are_an_error_naming_both_files(tmp_path, kind,
 
 
 def test_cli_writes_the_csv_table_and_figure(tmp_path):
-    cells = [write_cell(tmp_path / "eval", method, base_correct(seed)) for seed, method in enumerate(("maml", "mmaml"))]
+    cells = [write_cell(tmp_path / "eval", method, base_correct(seed))
+             for seed, method in enumerate(("maml", "mmaml"))]
     out = tmp_path / "results"
     assert main(["report", "claims", *map(str, cells), "--out-dir", str(out), "--note", "plumbing only"]) == 0
     claims = pd.read_csv(out / "claims.csv")

@@ -47,5 +47,5 @@ def test_kml_synth_says_what_it_wrote_and_where(tmp_path, capsys):
     archive, sums = tmp_path / "CUB_200_2011.tgz", tmp_path / "SHA256SUMS"
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"wrote {archive} ({format_bytes(archive.stat().st_size)})"
-    assert lines[1:] == [(f"wrote their sha256 to {sums}; fetch them with `kml download cub --mirror {tmp_path} "
-                          f"--checksums {sums}`")]
+    assert lines[1:] == [(f"wrote their sha256 to {sums}; fetch them with "
+                          f"`kml download cub --mirror {tmp_path} --checksums {sums}`")]

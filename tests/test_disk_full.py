@@ -61,7 +61,8 @@ def _error_line(capsys) -> str:
 
 
 def _no_space(path, needed: str) -> str:
-    return re.escape(f"{path}: not enough disk space: {needed} needed, ") + r"[\d.]+ \w+ free on its file system"
+    return (re.escape(f"{path}: not enough disk space: {needed} needed, ")
+            + r"[\d.]+ \w+ free on its file system")
 
 
 def test_writes_onto_a_full_disk_raise_one_clear_error_and_leave_the_old_file_and_no_temporary(
@@ -99,7 +100,8 @@ def raw_fc100(fc100) -> Path:
 
 def test_kml_train_on_a_full_disk_ends_with_one_line_and_resumes_once_there_is_room(tmp_path, fc100,
                                                                                     disk_full_after, capsys):
-    config = small_run_config(fc100, "protonet", train={"iterations": 10, "checkpoint_every": 5, "log_every": 2})
+    config = small_run_config(fc100, "protonet",
+                              train={"iterations": 10, "checkpoint_every": 5, "log_every": 2})
     config_file = tmp_path / "run.yaml"
     config_file.write_text(yaml.safe_dump(config.to_dict()))
     run = tmp_path / "run"
@@ -114,11 +116,11 @@ def test_kml_train_on_a_full_disk_ends_with_one_line_and_resumes_once_there_is_r
     assert main(arguments) == 0
 
 
-def test_kml_prepare_onto_a_full_disk_ends_with_one_line_and_no_temporary(tmp_path, raw_fc100, disk_full_after,
-                                                                          capsys):
+def test_kml_prepare_onto_a_full_disk_ends_with_one_line_and_no_temporary(tmp_path, raw_fc100,
+                                                                          disk_full_after, capsys):
     out = tmp_path / "processed" / "fc100-16.h5"
-    arguments = ["prepare", "fc100", "--raw", str(raw_fc100), "--out", str(out), "--image-size", str(IMAGE_SIZE),
-                 "--workers", "1"]
+    arguments = ["prepare", "fc100", "--raw", str(raw_fc100), "--out", str(out),
+                 "--image-size", str(IMAGE_SIZE), "--workers", "1"]
     disk_full_after(tmp_path, 100_000)  # the check up front sees the real disk's room; the writes then fail
     assert main(arguments) == 2
     assert _error_line(capsys).startswith(f"kml prepare: error: {out}: not enough disk space: 2.6 MiB needed")
@@ -128,11 +130,11 @@ def test_kml_prepare_onto_a_full_disk_ends_with_one_line_and_no_temporary(tmp_pa
 def test_kml_prepare_refuses_up_front_where_the_file_cannot_fit(tmp_path, raw_fc100, monkeypatch, capsys):
     monkeypatch.setattr(files, "free_bytes", lambda path: 500_000)
     out = tmp_path / "fc100-16.h5"
-    assert main(["prepare", "fc100", "--raw", str(raw_fc100), "--out", str(out), "--image-size", str(IMAGE_SIZE),
-                 "--workers", "1"]) == 2
-    assert _error_line(capsys) == (f"kml prepare: error: {out}: not enough disk space: 2.6 MiB needed, 488.3 KiB "
-                                   "free on its file system (or the quota is full); free some space or write "
-                                   "elsewhere, then rerun the same command")
+    assert main(["prepare", "fc100", "--raw", str(raw_fc100), "--out", str(out),
+                 "--image-size", str(IMAGE_SIZE), "--workers", "1"]) == 2
+    assert _error_line(capsys) == (f"kml prepare: error: {out}: not enough disk space: 2.6 MiB needed, "
+                                   "488.3 KiB free on its file system (or the quota is full); free some "
+                                   "space or write elsewhere, then rerun the same command")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -155,7 +157,8 @@ def small_tmpfs(tmp_path):
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount)],
                              capture_output=True, check=False)
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.decode().strip()}); the injected tests cover it")
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.decode().strip()}); "
+                    "the injected tests cover it")
     yield mount
     subprocess.run(["umount", str(mount)], check=True)
 
@@ -173,8 +176,8 @@ def test_a_real_full_tmpfs_gives_one_line_from_prepare_and_train(tmp_path, fc100
     config_file = tmp_path / "run.yaml"
     config_file.write_text(yaml.safe_dump(config.to_dict()))
     run = small_tmpfs / "run"
-    train = subprocess.run([sys.executable, "-m", "kml", "train", "--config", str(config_file), "--out", str(run)],
-                           capture_output=True, text=True, check=False)
+    train = subprocess.run([sys.executable, "-m", "kml", "train", "--config", str(config_file),
+                            "--out", str(run)], capture_output=True, text=True, check=False)
     assert train.returncode == 2 and "Traceback" not in train.stderr, train.stderr
     assert train.stderr.splitlines()[-1].startswith(
         f"kml train: error: {run / 'checkpoints' / 'iter000005.pt'}: not enough disk space: ")

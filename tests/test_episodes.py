@@ -1,4 +1,5 @@
-"""The episode sampler: task structure, determinism, mode mixing, the fixed evaluation set, rotation, errors."""
+"""The episode sampler: task structure, determinism, mode mixing, the fixed evaluation set, rotation,
+errors."""
 
 from __future__ import annotations
 
@@ -80,7 +81,8 @@ def _concat(batches) -> MetaBatch:
     batches = list(batches)
     return MetaBatch(*(torch.cat([getattr(b, f) for b in batches])
                        for f in ("support_images", "support_labels", "query_images", "query_labels")),
-                     modes=sum((b.modes for b in batches), ()), task_ids=sum((b.task_ids for b in batches), ()),
+                     modes=sum((b.modes for b in batches), ()),
+                     task_ids=sum((b.task_ids for b in batches), ()),
                      classes=np.concatenate([b.classes for b in batches]),
                      image_indices=np.concatenate([b.image_indices for b in batches]))
 
@@ -93,11 +95,13 @@ def test_tasks_are_disjoint_label_sorted_and_one_class_per_label(splits):
         split = splits[mode]
         assert len(set(batch.classes[t].tolist())) == WAYS
         rows = {}
-        for part, images, labels, per_class in (("support", batch.support_images, batch.support_labels, SHOTS),
-                                                ("query", batch.query_images, batch.query_labels, QUERIES)):
+        for part, images, labels, per_class in (
+                ("support", batch.support_images, batch.support_labels, SHOTS),
+                ("query", batch.query_images, batch.query_labels, QUERIES)):
             assert labels[t].tolist() == [k for k in range(WAYS) for _ in range(per_class)]
             rows[part] = [_identify(split, image)[0] for image in images[t]]
-            assert [_class_of(split, r) for r in rows[part]] == [batch.classes[t][k] for k in labels[t].tolist()]
+            assert ([_class_of(split, r) for r in rows[part]]
+                    == [batch.classes[t][k] for k in labels[t].tolist()])
         assert len(set(rows["support"])) == WAYS * SHOTS and len(set(rows["query"])) == WAYS * QUERIES
         assert not set(rows["support"]) & set(rows["query"])
         if mode != "omniglot":  # unrotated: the recorded indices are the very images gathered
@@ -158,8 +162,8 @@ def test_meta_batch_carries_the_drawn_modes(splits):
 def test_evaluation_set_is_balanced_and_independent_of_batch_size(splits):
     modes = ("omniglot", "fc100", "aircraft")
     subset = {m: splits[m] for m in modes}
-    tasks = {size: _concat(evaluation_batches(subset, ways=WAYS, shots=SHOTS, queries=QUERIES, tasks_per_mode=4,
-                                              seed=7, meta_batch_size=size))
+    tasks = {size: _concat(evaluation_batches(subset, ways=WAYS, shots=SHOTS, queries=QUERIES,
+                                              tasks_per_mode=4, seed=7, meta_batch_size=size))
              for size in (1, 5, 12)}
     _assert_same(tasks[1], tasks[5])
     _assert_same(tasks[1], tasks[12])
@@ -187,7 +191,8 @@ def test_omniglot_classes_are_rotated_and_switch_off(splits):
         for images, per_class in ((rotated.support_images, SHOTS), (rotated.query_images, QUERIES)):
             turns = [_identify(splits[mode], image)[1] for image in images[t]]
             # One rotation per class: the same for all its images.
-            class_turns.append([set(turns[label * per_class:(label + 1) * per_class]) for label in range(WAYS)])
+            class_turns.append([set(turns[label * per_class:(label + 1) * per_class])
+                                for label in range(WAYS)])
             turns_seen |= set(turns)
             if mode != "omniglot":
                 assert set(turns) == {0}
@@ -211,13 +216,15 @@ def test_to_converts_to_float_in_unit_range(splits):
     assert torch.equal(on_device.query_images * 255, batch.query_images.to(torch.float32))
     assert on_device.support_labels.dtype == torch.int64
     single = on_device.task(2)
-    assert single.support_images.shape == (1, WAYS * SHOTS, 3, SIZE, SIZE) and single.task_ids == (batch.task_ids[2],)
+    assert (single.support_images.shape == (1, WAYS * SHOTS, 3, SIZE, SIZE)
+            and single.task_ids == (batch.task_ids[2],))
 
 
 def test_too_few_images_per_class_names_the_split_and_sizes(tmp_path):
     path = _write_dataset(tmp_path / "small.h5", "cub", seed=0, images_per_class=(6, 4, 6))
     split = load_splits({"cub": path}, "train")["cub"]
-    with pytest.raises(EpisodeError, match=r"small\.h5 \[train\].*'cub-class1' has 4 images.*2 support \+ 3 query"):
+    with pytest.raises(EpisodeError,
+                       match=r"small\.h5 \[train\].*'cub-class1' has 4 images.*2 support \+ 3 query"):
         EpisodeSampler(split, ways=WAYS, shots=SHOTS, queries=QUERIES, rotate=False)
 
 

@@ -24,8 +24,8 @@ sys.stdin.read()
 
 
 def start_job(folder, ids=GPUS) -> tuple[subprocess.Popen, int]:
-    job = subprocess.Popen([sys.executable, "-c", JOB.format(ids=ids, folder=str(folder))], stdin=subprocess.PIPE,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    job = subprocess.Popen([sys.executable, "-c", JOB.format(ids=ids, folder=str(folder))],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return job, int(job.stdout.readline())
 
 

@@ -21,8 +21,8 @@ def _dataset(path, name="cub"):
     labels = np.repeat(np.arange(len(IMAGES_PER_CLASS)), IMAGES_PER_CLASS)
     images = np.zeros((len(labels), SIZE, SIZE, 3), np.uint8)
     split = Split(images, labels, tuple(f"class{c}" for c in range(len(IMAGES_PER_CLASS))))
-    return write_dataset(path, {"train": split, "test": split}, dataset=name, image_size=SIZE, split_rule="test",
-                         sources={})
+    return write_dataset(path, {"train": split, "test": split}, dataset=name, image_size=SIZE,
+                         split_rule="test", sources={})
 
 
 def _damage(path, split, name, values):
@@ -36,13 +36,16 @@ LABELS = np.repeat(np.arange(3), IMAGES_PER_CLASS)
 
 @pytest.mark.parametrize(("name", "values", "problem"), [
     ("labels", LABELS[:-1], "8 labels for 9 images"),
-    ("labels", LABELS + 1, ("labels must run from 0 to 2 (3 class names), non-decreasing, with images for every "
-                            "class; they run from 1 to 3")),
-    ("labels", np.array([0, 0, 0, 2, 2, 1, 1, 1, 1]), "they run from 0 to 1 with steps back or classes skipped"),
-    ("labels", np.array([0, 0, 0, 2, 2, 2, 2, 2, 2]), "they run from 0 to 2 with steps back or classes skipped"),
+    ("labels", LABELS + 1, ("labels must run from 0 to 2 (3 class names), non-decreasing, with images for "
+                            "every class; they run from 1 to 3")),
+    ("labels", np.array([0, 0, 0, 2, 2, 1, 1, 1, 1]),
+     "they run from 0 to 1 with steps back or classes skipped"),
+    ("labels", np.array([0, 0, 0, 2, 2, 2, 2, 2, 2]),
+     "they run from 0 to 2 with steps back or classes skipped"),
     ("class_names", np.array([b"class0", b"class1"]), "labels must run from 0 to 1 (2 class names)"),
     ("images", np.zeros((9, SIZE, SIZE, 3), np.float32), "images must be uint8 [N, S, S, 3], got float32"),
-    ("images", np.zeros((9, SIZE + 1, SIZE + 1, 3), np.uint8), "images are 5×5 px, but the file's image_size is 4"),
+    ("images", np.zeros((9, SIZE + 1, SIZE + 1, 3), np.uint8),
+     "images are 5×5 px, but the file's image_size is 4"),
 ])
 def test_a_damaged_split_is_named_with_its_file_and_split_everywhere(tmp_path, capsys, name, values, problem):
     path = _dataset(tmp_path / "cub.h5")
@@ -64,7 +67,7 @@ def test_a_damaged_split_is_named_with_its_file_and_split_everywhere(tmp_path, c
 def test_a_file_of_another_dataset_is_refused_for_a_mode(tmp_path):
     path = _dataset(tmp_path / "data.h5", name="miniimagenet")
     with pytest.raises(DatasetFileError, match=re.escape(
-            f"{path}: holds miniimagenet (its `dataset` attribute), not omniglot; give the file prepared from "
-            "omniglot (`kml prepare omniglot`)")):
+            f"{path}: holds miniimagenet (its `dataset` attribute), not omniglot; give the file prepared "
+            "from omniglot (`kml prepare omniglot`)")):
         load_splits({"omniglot": path}, "train")
     assert load_splits({"miniimagenet": path}, "train")["miniimagenet"].num_classes == 3

@@ -24,7 +24,8 @@ rule all:
 
 def _run(command: list[str], env: dict[str, str], cwd) -> str:
     result = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, check=False)
-    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+    assert result.returncode == 0, (f"{' '.join(command)} failed:\n{result.stdout[-2000:]}\n"
+                                    f"{result.stderr[-4000:]}")
     return result.stdout
 
 

@@ -35,8 +35,8 @@ def _refuse(holder: str) -> None:
 @pytest.fixture
 def holder(tmp_path):
     """A process that holds tmp_path/run.lock until the test kills it."""
-    process = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path / "run.lock")], stdout=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path / "run.lock")],
+                               stdout=subprocess.PIPE, text=True)
     assert process.stdout.readline() == "held\n"
     yield process
     process.kill()

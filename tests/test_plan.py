@@ -52,9 +52,9 @@ def test_the_paper_has_48_joint_trainings_20_members_64_cells_and_12_transferenc
     assert {(c.setting, c.method, c.shots) for c in paper.cells.values()} == {
         (s, m, k) for s in SETTINGS for m in paper.methods for k in (1, 5)}
     assert set(paper.transference) == {f"{m}/{k}shot" for m in JOINT_METHODS for k in (1, 5)}
-    assert paper.job_counts() == {"synth": 0, "download": 5, "prepare": 5, "train_joint": 48, "train_member": 20,
-                                  "train_with_snapshots": 12, "evaluate": 64, "transference": 12,
-                                  "transference_sweep": 12}
+    assert paper.job_counts() == {"synth": 0, "download": 5, "prepare": 5, "train_joint": 48,
+                                  "train_member": 20, "train_with_snapshots": 12, "evaluate": 64,
+                                  "transference": 12, "transference_sweep": 12}
 
 
 def test_settings_modes_and_cells_use_the_canonical_mode_order(paper):
@@ -83,7 +83,8 @@ def test_multi_cells_take_one_member_per_mode_shared_between_settings(paper):
             omniglot = {id(t) for c in cells.values() for t in c.trainings if t.modes == ("omniglot",)}
             assert len(omniglot) == 1
             member = paper.training(f"{SINGLE}/{family}/fc100/{shots}shot")
-            assert member.run_config["method"] == f"multi_{family}" and member.run_config["modes"] == ["fc100"]
+            assert (member.run_config["method"] == f"multi_{family}"
+                    and member.run_config["modes"] == ["fc100"])
             assert "setting" not in member.run_config
 
 
@@ -100,7 +101,8 @@ def test_multi_maml_members_use_the_mmaml_readme_per_mode_hyperparameters(paper)
 
 def test_joint_runs_and_multi_protonet_members_use_their_familys_hyperparameters(paper):
     maml = paper.training("3mode/mmaml/1shot").run_config
-    assert (maml["maml"]["inner_steps"], maml["maml"]["inner_lr"], maml["maml"]["grad_clamp"]) == (5, 0.05, 20.0)
+    assert ((maml["maml"]["inner_steps"], maml["maml"]["inner_lr"], maml["maml"]["grad_clamp"])
+            == (5, 0.05, 20.0))
     assert (maml["train"]["iterations"], maml["train"]["meta_batch_size"]) == (60000, 10)
     assert maml["optim"]["lr_decay_every"] is None and "protonet" not in maml
     protonet = paper.training("3mode/mprotonet_kml/5shot").run_config
@@ -121,7 +123,8 @@ def test_only_the_transference_models_publish_snapshots(paper):
     assert training.snapshot_files[0] == "results/models/2mode_dagger/mprotonet/1shot/snapshots/iter005000.pt"
     run = paper.transference_run("mprotonet", 1)
     assert run.training is training
-    assert run.csvs == [f"results/transference/mprotonet/1shot/iter{n}.csv" for n in (5000, 10000, 15000, 20000)]
+    assert run.csvs == [f"results/transference/mprotonet/1shot/iter{n}.csv"
+                        for n in (5000, 10000, 15000, 20000)]
 
 
 @pytest.mark.parametrize("preset", [None, "smoke.yaml", "cpu.yaml"])
@@ -224,7 +227,8 @@ KML_JOINT = {f"{s}/{m}/{k}shot" for s in SETTINGS for m in ("mmaml_kml", "mproto
     ({"prepare": {"fc100_negative": True}}, set(), set(), set(), set(), {"fc100"}),
     # the ProtoNet family's schedule: its joint runs and the Multi-ProtoNet members
     ({"overrides": {"family": {"protonet": {"train": {"iterations": 20000}}}}},
-     {f"{s}/{m}/{k}shot" for s in SETTINGS for m in ("protonet", "mprotonet", "mprotonet_kml") for k in (1, 5)}
+     {f"{s}/{m}/{k}shot" for s in SETTINGS for m in ("protonet", "mprotonet", "mprotonet_kml")
+      for k in (1, 5)}
      | {f"{SINGLE}/protonet/{mode}/{k}shot" for mode in MODES for k in (1, 5)}, set(), set(), set(), set()),
 ])
 def test_changing_one_value_changes_the_params_of_exactly_the_jobs_it_affects(
@@ -244,7 +248,8 @@ def test_report_and_scheduling_settings_change_no_jobs_params(paper):
      r"checkpoints: \[5000, 40000\] must not exceed the 30000 training iterations of 2mode_dagger/protonet"),
     ({"settings": {SINGLE: ["fc100"]}}, "settings.single: this name is reserved"),
     ({"transference_runs": {"setting": "4mode"}}, "transference_runs.setting: '4mode' is not one of"),
-    ({"methods": ["maml", "multi_maml"]}, r"transference_runs.methods: 'mmaml' must be a jointly trained method"),
+    ({"methods": ["maml", "multi_maml"]},
+     r"transference_runs.methods: 'mmaml' must be a jointly trained method"),
     ({"transference": {"target_mode": "cub"}}, "transference.target_mode: 'cub' is not a mode of setting"),
 ])
 def test_impossible_requests_are_rejected_naming_the_key(overlay, message):
@@ -267,7 +272,8 @@ def test_impossible_requests_are_rejected_naming_the_key(overlay, message):
     ({"model": {"kml_form": "J+M"}}, "model.kml_form: 'J+M' is not one of 'residual' or 'released'"),
     ({"task": {"shots": 5}}, "task.shots: set by the workflow from `shots:`; remove it here"),
     ({"transference": {"step_size": {"protonett": 0.1}}}, "transference.step_size.protonett: unknown key"),
-    ({"transference": {"step_size": {"maml": 0}}}, "transference.step_size.maml: must be greater than 0 (got 0)"),
+    ({"transference": {"step_size": {"maml": 0}}},
+     "transference.step_size.maml: must be greater than 0 (got 0)"),
     ({"transference": {"sweep": {"step_size": [0.1]}}}, "transference.sweep.step_size: unknown key"),
     ({"transference": {"sgd_lr": 0.001}}, "transference.sgd_lr: unknown key"),
 ])
@@ -285,7 +291,8 @@ def test_a_bad_value_is_traced_to_the_configuration_file_it_came_from(tmp_path, 
 
 
 def test_yaml_numbers_without_a_dot_are_read_as_numbers():
-    """PyYAML reads 1e-3 as text (YAML 1.1); the workflow, like `kml train --config`, takes it as the number."""
+    """PyYAML reads 1e-3 as text (YAML 1.1); the workflow, like `kml train --config`, takes it as the
+    number."""
     config = workflow_config()
     config["optim"]["lr"] = "1e-3"
     assert Plan(config).training("2mode/maml/1shot").run_config["optim"]["lr"] == 0.001
@@ -293,7 +300,8 @@ def test_yaml_numbers_without_a_dot_are_read_as_numbers():
 
 def test_an_empty_checkpoint_list_turns_the_transference_analysis_off():
     plan = Plan(workflow_config({"transference_runs": {"checkpoints": []}}))
-    assert not plan.transference and not plan.report_files("transference") and not plan.report_files("step_size")
+    assert (not plan.transference and not plan.report_files("transference")
+            and not plan.report_files("step_size"))
     assert not any(t.snapshots for t in plan.trainings.values())
     assert all("transference" not in target for target in plan.all_targets())
 
@@ -319,7 +327,8 @@ def test_paper_targets_are_the_documented_paths(paper):
                  "results/figures/claims.png",
                  "results/transference/summary.csv", "results/tables/transference.tex",
                  "results/transference/claims.csv", "results/tables/transference_claims.tex",
-                 "results/figures/transference_single_target.png", "results/figures/transference_per_target.pdf",
+                 "results/figures/transference_single_target.png",
+                 "results/figures/transference_per_target.pdf",
                  "results/transference/step_size_sweep.csv", "results/figures/transference_step_size.png",
                  "results/transference/mmaml_kml/5shot/step_size_sweep/iter20000.csv",
                  "results/transference/mmaml_kml/5shot/iter20000.csv"):

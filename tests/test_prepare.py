@@ -107,7 +107,8 @@ def test_miniimagenet_ravi_split_from_the_csvs_and_real_images(shared_data, tmp_
         assert list(splits[split].class_names) == sorted(reference)
         assert np.all(np.diff(splits[split].class_offsets) == 20)
     assert [s.num_classes for s in splits.values()] == [64, 16, 20]
-    # Already 84x84: stored pixels are the decoded JPEG, untouched; the first CSV row of the first class first.
+    # Already 84x84: stored pixels are the decoded JPEG, untouched; the first CSV row of the first class
+    # first.
     rows = [line.split(",") for line in (folder / "train.csv").read_text().splitlines()[1:]]
     first = next(file for file, wnid in rows if wnid == splits["train"].class_names[0])
     assert np.array_equal(splits["train"].images[0],

@@ -57,7 +57,8 @@ def hand_summary(accuracies: np.ndarray, modes: list[str]) -> dict[str, float]:
     values = [float(value) for value in accuracies]
     n = len(values)
     strata = [[v for v, m in zip(values, modes) if m == mode] for mode in dict.fromkeys(modes)]
-    stratified = sum((len(s) / n) ** 2 * statistics.variance(s) / len(s) for s in strata) if n > len(strata) else None
+    stratified = (sum((len(s) / n) ** 2 * statistics.variance(s) / len(s) for s in strata)
+                  if n > len(strata) else None)
     batches = [statistics.fmean(values[i:i + 10]) for i in range(0, n, 10)]
     return {
         "n_tasks": n,
@@ -75,7 +76,8 @@ def write_cell(path, setting, method, shots, per_mode: dict[str, np.ndarray]):
     rows, modes, task_id = [], [], 0
     for mode, accuracies in per_mode.items():
         for accuracy in accuracies:
-            rows.append({"kind": "task", "task_id": task_id, "mode": mode, "n_tasks": 1, "accuracy_pct": accuracy})
+            rows.append({"kind": "task", "task_id": task_id, "mode": mode, "n_tasks": 1,
+                         "accuracy_pct": accuracy})
             task_id += 1
         modes += [mode] * len(accuracies)
         rows.append({"kind": "mode", "mode": mode, **hand_summary(accuracies, [mode] * len(accuracies)),
@@ -98,7 +100,8 @@ def random_cell(tmp_path, setting, method, shots, seed):
 
 
 def constant_cell(tmp_path, setting, method, shots, accuracy):
-    """Every one of 20 tasks at `accuracy`, so the cell's mean is `accuracy` and its intervals have zero width."""
+    """Every one of 20 tasks at `accuracy`, so the cell's mean is `accuracy` and its intervals have zero
+    width."""
     path = tmp_path / f"{setting}-{method}-{shots}.csv"
     write_cell(path, setting, method, shots, {"omniglot": np.full(20, accuracy)})
     return path
@@ -141,7 +144,8 @@ def test_summary_compares_with_the_paper_through_the_batch_means_interval(report
     assert list(summary[["setting", "shots", "method"]].itertuples(index=False, name=None)) == PARTIAL
     for row in summary.itertuples():
         cell = hand[(row.setting, row.method, row.shots)]
-        assert (row.accuracy, row.n_tasks) == pytest.approx((cell["accuracy_pct"], cell["n_tasks"]), rel=1e-12)
+        assert (row.accuracy, row.n_tasks) == pytest.approx((cell["accuracy_pct"], cell["n_tasks"]),
+                                                            rel=1e-12)
         # ci95, the interval set beside the paper's, is the released MMAML code's over batch means.
         assert row.ci95 == pytest.approx(cell["ci95_batch_means_pct"], rel=1e-12)
         assert row.ci95_definition == "ci95_batch_means by hand"
@@ -348,7 +352,8 @@ def _replace(column, value, row=-1):
     ("corrupt", "message"),
     [
         (lambda frame: frame.drop(columns="ci95_pct"), "missing columns ci95_pct"),
-        (lambda frame: frame.drop(columns="ci95_batch_means_pct"), "older kml lacks columns: evaluate the cell again"),
+        (lambda frame: frame.drop(columns="ci95_batch_means_pct"),
+         "older kml lacks columns: evaluate the cell again"),
         (_replace("ci95_stratified_pct", -0.5), "intervals >= 0 or empty"),
         (_replace("accuracy_pct", 120.0, row=1), "task rows need"),
         (_replace("task_id", 0, row=1), "task rows need a whole task_id given once"),
@@ -388,6 +393,7 @@ def test_an_empty_file_or_a_repeated_cell_is_an_error_naming_the_files(tmp_path)
 def test_the_reports_and_the_plan_never_import_torch():
     """Reading CSVs must not need torch (a report environment may lack it; it costs seconds to import)."""
     modules = ["kml.report", "kml.report.step_size", "kml.report.transference_figures", "kml.plan", "kml.cli"]
-    code = f"import sys, {', '.join(modules)}; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))"
+    code = (f"import sys, {', '.join(modules)}; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]", loaded

@@ -320,7 +320,8 @@ def test_smoke_cell_through_slurm_matches_local_run(slurm_cluster: Cluster, tmp_
         assert a, f"{target} is empty"
         assert a == b, f"{target} differs between the Slurm and the local run"
     print(
-        f"\nslurm: {len(submitted)} jobs via sbatch {dict(sorted(submitted.items(), key=lambda kv: int(kv[0])))}"
+        f"\nslurm: {len(submitted)} jobs via sbatch "
+        f"{dict(sorted(submitted.items(), key=lambda kv: int(kv[0])))}"
         f", local rules {sorted(local_rules)}; slurm run {slurm_seconds:.0f}s, "
         f"total {time.monotonic() - started:.0f}s; {CELL} identical ({len(a)} bytes)"
     )

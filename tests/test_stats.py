@@ -14,7 +14,8 @@ from kml import stats
 
 def test_pooled_interval_is_the_released_codes_population_std_rule():
     values = [0.2, 0.4, 0.4, 0.8, 1.0]
-    assert stats.pooled_ci95(values) == pytest.approx(1.96 * statistics.pstdev(values) / math.sqrt(5), rel=1e-12)
+    assert stats.pooled_ci95(values) == pytest.approx(1.96 * statistics.pstdev(values) / math.sqrt(5),
+                                                      rel=1e-12)
     assert math.isnan(stats.pooled_ci95([0.5]))
 
 

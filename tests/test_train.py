@@ -118,7 +118,8 @@ def test_kill_9_and_rerun_gives_bitwise_the_uninterrupted_weights(tmp_path, file
     assert [int(row["iteration"]) for row in logs[0]] == list(range(4, 61, 4))
     assert not _temporaries(killed) and not (killed / "train.lock").exists()
     # Kept after the end: the last iteration's state, and the extra checkpoint the snapshot links to.
-    assert sorted(path.name for path in (killed / "checkpoints").iterdir()) == ["iter000015.pt", "iter000060.pt"]
+    assert (sorted(path.name for path in (killed / "checkpoints").iterdir())
+            == ["iter000015.pt", "iter000060.pt"])
     assert (killed / "snapshots" / "iter000015.pt").samefile(killed / "checkpoints" / "iter000015.pt")
 
 
@@ -153,7 +154,8 @@ def test_a_changed_configuration_is_refused_but_an_evaluation_change_is_not(tmp_
 
     changed = dataclasses.replace(config, optim=dataclasses.replace(config.optim, lr=0.01))
     refusal = r"iter000005\.pt was made with a different configuration \(optim\.lr: 0\.001 there, 0\.01 now\)"
-    fixes = "; rerun with --on-config-change set-aside to keep that run aside and start afresh, use a new --out folder"
+    fixes = ("; rerun with --on-config-change set-aside to keep that run aside and start afresh, "
+             "use a new --out folder")
     with pytest.raises(TrainingError, match=refusal + re.escape(fixes)):
         train(changed, tmp_path)
 
@@ -193,8 +195,8 @@ def test_extra_checkpoints_beyond_the_run_are_refused(tmp_path, files):
         train(config, tmp_path)
 
 
-def test_a_finished_run_whose_model_was_deleted_publishes_it_again_without_training(tmp_path, files, monkeypatch,
-                                                                                   capsys):
+def test_a_finished_run_whose_model_was_deleted_publishes_it_again_without_training(tmp_path, files,
+                                                                                    monkeypatch, capsys):
     config = small_run_config(files, "protonet", train={"iterations": 10, "extra_checkpoints": [5]})
     model = train(config, tmp_path)
     weights = _weights(model)
@@ -216,8 +218,8 @@ def test_a_finished_run_whose_model_was_deleted_publishes_it_again_without_train
     assert (tmp_path / "log.csv").read_text() == log
 
     train(config, tmp_path)
-    assert capsys.readouterr().err == f"kml train: {tmp_path} is already complete (model.pt, iteration 10); " \
-                                      "nothing to do\n"
+    assert capsys.readouterr().err == (f"kml train: {tmp_path} is already complete (model.pt, "
+                                       "iteration 10); nothing to do\n")
 
 
 def test_a_second_writer_is_refused_and_a_dead_holder_blocks_no_rerun(tmp_path, files, capsys):
@@ -238,7 +240,8 @@ def test_a_second_writer_is_refused_and_a_dead_holder_blocks_no_rerun(tmp_path, 
         first.kill()
         first.wait()
     assert capsys.readouterr().err == (
-        f"kml train: error: {run} is in use by another `kml train` (PID {first.pid} on {socket.gethostname()}); "
+        f"kml train: error: {run} is in use by another `kml train` "
+        f"(PID {first.pid} on {socket.gethostname()}); "
         "wait for it to end, or stop it (SIGTERM or Ctrl-C saves a checkpoint), then rerun\n")
 
     assert lock.exists()  # the killed holder's, unlocked by the kernel
@@ -266,7 +269,8 @@ def _wait_for_log_past(run, iteration, process):
 def test_sigint_and_sigterm_save_a_checkpoint_and_the_resumed_run_ends_bitwise_as_an_uninterrupted_one(
         tmp_path, files):
     # Checkpoints only when interrupted and at the end; an interruption may fall inside a log window.
-    config = small_run_config(files, "protonet", train={"iterations": 60, "checkpoint_every": 1000, "log_every": 3})
+    config = small_run_config(files, "protonet",
+                              train={"iterations": 60, "checkpoint_every": 1000, "log_every": 3})
     command = _command(_config_file(config, tmp_path), tmp_path / "run")
     run, stopped_at = tmp_path / "run", 0
     for number in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, then Slurm's warning before a kill
@@ -293,7 +297,8 @@ def test_sigint_and_sigterm_save_a_checkpoint_and_the_resumed_run_ends_bitwise_a
     assert logs[0] == logs[1]
 
 
-def test_set_aside_keeps_a_run_of_another_configuration_and_trains_afresh(tmp_path, files, monkeypatch, capsys):
+def test_set_aside_keeps_a_run_of_another_configuration_and_trains_afresh(tmp_path, files, monkeypatch,
+                                                                          capsys):
     config = small_run_config(files, "protonet", train={"iterations": 10, "extra_checkpoints": [3]})
     run = tmp_path / "run"
     _interrupt_at(monkeypatch, 7)
@@ -306,7 +311,8 @@ def test_set_aside_keeps_a_run_of_another_configuration_and_trains_afresh(tmp_pa
     train(changed, run, on_config_change="set-aside")
     [aside] = run.glob("set-aside-*")
     assert sorted(path.name for path in aside.iterdir()) == ["checkpoints", "config.yaml", "log.csv"]
-    assert sorted(path.name for path in (aside / "checkpoints").iterdir()) == ["iter000003.pt", "iter000005.pt"]
+    assert (sorted(path.name for path in (aside / "checkpoints").iterdir())
+            == ["iter000003.pt", "iter000005.pt"])
     assert f"that run is set aside, kept, in {aside}, and training starts afresh" in capsys.readouterr().err
     _assert_same_weights(_weights(run / "model.pt"), _weights(train(changed, tmp_path / "fresh")))
 

@@ -75,7 +75,8 @@ def snapshots(files, tmp_path_factory):
 
 
 def _ratios(files, snapshots, method, tmp_path, **transference) -> pd.DataFrame:
-    [csv] = run_transference(_config(files, method, **transference), [snapshots(method)[SNAPSHOTS[-1]]], tmp_path)
+    [csv] = run_transference(_config(files, method, **transference), [snapshots(method)[SNAPSHOTS[-1]]],
+                             tmp_path)
     return pd.read_csv(csv)
 
 
@@ -85,7 +86,8 @@ def _zero_gradients(monkeypatch, evaluator: type) -> None:
     monkeypatch.setattr(tr, "evaluator_for", lambda method, lookahead, targets, vmap_tasks: evaluator(
         method, lookahead, targets))
     monkeypatch.setattr(evaluator, "gradients",
-                        lambda self, tasks: {name: torch.zeros_like(g) for name, g in real(self, tasks).items()})
+                        lambda self, tasks: {name: torch.zeros_like(g)
+                                             for name, g in real(self, tasks).items()})
 
 
 @pytest.mark.parametrize("evaluator", [LoopEvaluator, BatchedEvaluator])
@@ -163,14 +165,16 @@ def test_the_sweep_evaluates_the_first_tasks_at_every_step_size(files, snapshots
     assert list(rows.columns) == list(CSV_COLUMNS) and sorted(rows["step_size"].unique()) == grid
     assert len(rows) == len(grid) * (3 * 2 + 2)
     # Its tasks are the analysis's first ones, and at the analysis's α its ratios are the analysis's.
-    main = _ratios(files, snapshots, "protonet", tmp_path / "main", step_size={"maml": 1e-3, "protonet": 1e-3})
+    main = _ratios(files, snapshots, "protonet", tmp_path / "main",
+                   step_size={"maml": 1e-3, "protonet": 1e-3})
     keys = ["source_task", "source_classes", "target_task", "target_classes", "self"]
     shared = rows[rows["step_size"] == 1e-3].merge(main, on=keys, suffixes=("", "_main"))
     assert len(shared) == 3 * 2 + 2
     np.testing.assert_allclose(shared["ratio"], shared["ratio_main"], rtol=0, atol=1e-6)
 
 
-def test_sources_and_targets_are_fixed_by_the_seed_and_shared_by_every_method_and_snapshot(files, snapshots, tmp_path):
+def test_sources_and_targets_are_fixed_by_the_seed_and_shared_by_every_method_and_snapshot(files, snapshots,
+                                                                                           tmp_path):
     tables = []
     for method in ("protonet", "maml"):
         config = _config(files, method)
@@ -257,7 +261,8 @@ def test_batched_path_equals_a_loop_over_sources(files, snapshots, method, param
                                                      lookahead_params=params)
     loop, batched = LoopEvaluator(model, lookahead, targets), BatchedEvaluator(model, lookahead, targets)
     updates = [lookahead.apply, replace(lookahead, step_size=lookahead.step_size / 10).apply]
-    pairs = [(loop.cross(chunk, updates), batched.cross(chunk, updates)) for chunk in sources]  # chunks 2, 2, 1
+    pairs = [(loop.cross(chunk, updates), batched.cross(chunk, updates))
+             for chunk in sources]  # chunks 2, 2, 1
     pairs.append((loop.own(targets, updates), batched.own(targets, updates)))
     for (loop_before, loop_after), (batched_before, batched_after) in pairs:
         for loop_losses, batched_losses in zip(loop_after, batched_after):
@@ -276,7 +281,8 @@ def test_cli_writes_a_csv_per_snapshot_and_the_report_every_output(files, snapsh
         assert main(["transference", "--config", str(config_file), *options, "--out-dir", str(out)]) == 0
         csvs += [out / f"iter{n}.csv" for n in SNAPSHOTS]
     results = tmp_path / "results"
-    assert main(["report", "transference", *map(str, csvs), "--out-dir", str(results), "--note", "smoke & 50%"]) == 0
+    assert main(["report", "transference", *map(str, csvs), "--out-dir", str(results),
+                 "--note", "smoke & 50%"]) == 0
     summary = pd.read_csv(results / "transference" / "summary.csv")
     assert list(summary[["method", "iteration"]].itertuples(index=False, name=None)) == [
         ("protonet", 2), ("protonet", 3), ("mprotonet_kml", 2), ("mprotonet_kml", 3)]
@@ -287,7 +293,8 @@ def test_cli_writes_a_csv_per_snapshot_and_the_report_every_output(files, snapsh
             assert (results / "figures" / f"transference_{name}.{ext}").stat().st_size > 0
 
 
-def test_a_snapshot_trained_before_the_transference_section_changed_is_still_analysed(files, snapshots, tmp_path):
+def test_a_snapshot_trained_before_the_transference_section_changed_is_still_analysed(files, snapshots,
+                                                                                      tmp_path):
     snapshot = checkpoint.load(snapshots("protonet")[SNAPSHOTS[-1]])
     # What kml saved with every model before the step size became per family.
     snapshot["config"]["transference"] = {"lookahead": "adam", "sgd_lr": 0.001}
@@ -304,7 +311,8 @@ def test_a_final_model_serves_the_default_lookahead_but_not_the_adam_one(files, 
     checkpoint.save({"config": config.to_dict(), "model": model.state_dict(), "iteration": 3}, final)
     config_file = tmp_path / "run.yaml"
     save_run_config(config, config_file)
-    code = main(["transference", "--config", str(config_file), "--checkpoint", str(final), "--out-dir", str(tmp_path)])
+    code = main(["transference", "--config", str(config_file), "--checkpoint", str(final),
+                 "--out-dir", str(tmp_path)])
     assert code == 2 and "no optimizer state" in capsys.readouterr().err
     save_run_config(_config(files, "protonet"), config_file)
     assert main(["transference", "--config", str(config_file), "--checkpoint", str(final), "--out-dir",

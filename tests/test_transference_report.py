@@ -1,5 +1,6 @@
 """The transference report's rules (kml/report/transference*.py, kml/report/step_size.py) on hand-made rows of
-`kml transference` CSVs: fractions, intervals, rounding, the single target, the claims and the step-size sweep."""
+`kml transference` CSVs: fractions, intervals, rounding, the single target, the claims and the step-size
+sweep."""
 
 from __future__ import annotations
 
@@ -41,9 +42,9 @@ def compiles(tmp_path, table: str) -> None:
 
 def snapshot_rows(ratios: dict[int, list[float]], self_ratios: dict[int, float] | None = None,
                   **constants) -> pd.DataFrame:
-    """The rows `kml transference` writes for one snapshot: ratios[target] = each source's ratio; a self row per
-    target of self_ratios (0.9 if not given). `constants` replace the defaults (protonet, 1-shot, iteration
-    100, α 0.01, band 0.01)."""
+    """The rows `kml transference` writes for one snapshot: ratios[target] = each source's ratio; a self row
+    per target of self_ratios (0.9 if not given). `constants` replace the defaults (protonet, 1-shot,
+    iteration 100, α 0.01, band 0.01)."""
     self_ratios = self_ratios or dict.fromkeys(ratios, 0.9)
     rows = [{"target_task": t, "source_task": s, "self": False, "ratio": r, "source_classes": f"s{s}"}
             for t, values in ratios.items() for s, r in enumerate(values)]
@@ -53,9 +54,10 @@ def snapshot_rows(ratios: dict[int, list[float]], self_ratios: dict[int, float] 
     frame = frame.assign(**{
         "setting": "2mode_dagger", "method": "protonet", "shots": 1, "iteration": 100, "lookahead": "sgd",
         "step_size": 0.01, "lookahead_params": "all", "neutral_band": 0.01, "source_mode": "miniimagenet",
-        "source_split": "train", "target_mode": "fc100", "target_classes": frame["target_task"].map("t{}".format),
-        "loss_before": 1.0, "loss_after": frame["ratio"], "loss_after_momentum_only": np.nan,
-        "ratio_to_momentum_only": np.nan, **constants})
+        "source_split": "train", "target_mode": "fc100",
+        "target_classes": frame["target_task"].map("t{}".format), "loss_before": 1.0,
+        "loss_after": frame["ratio"], "loss_after_momentum_only": np.nan, "ratio_to_momentum_only": np.nan,
+        **constants})
     return frame[list(CSV_COLUMNS)]
 
 
@@ -79,7 +81,8 @@ def test_fractions_cis_median_and_self_on_hand_made_ratios():
     assert row["self_ratio"] == pytest.approx(0.8)
     assert row["self_ratio_ci95"] == pytest.approx(1.96 * 0.1 / np.sqrt(2))
     assert (row["n_sources"], row["n_targets"]) == (4, 2)
-    assert (row["lookahead"], row["step_size"]) == ("sgd", 0.01) and np.isnan(row["positive_vs_momentum_only_pct"])
+    assert ((row["lookahead"], row["step_size"]) == ("sgd", 0.01)
+            and np.isnan(row["positive_vs_momentum_only_pct"]))
     # The paper's teaser numbers for ProtoNet, with the caveat that it states neither shots nor stage.
     assert (row["paper_positive_pct"], row["paper_neutral_pct"], row["paper_negative_pct"]) == (28, 9, 63)
     assert "not stated" in row["paper_note"]
@@ -159,9 +162,10 @@ def test_table_compiles_with_booktabs_and_fits_the_page(tmp_path):
 
 
 
-# ---- claims ---------------------------------------------------------------------------------------------------
+# ---- claims ------------------------------------------------------------------------------------------------
 
-MORE_POSITIVE = {t: [0.9, 0.9, 0.9, 1.1] for t in range(3)} | {3: [0.9, 0.9, 1.1, 1.1]}  # 75 75 75 50 % positive
+# 75 75 75 50 % positive
+MORE_POSITIVE = {t: [0.9, 0.9, 0.9, 1.1] for t in range(3)} | {3: [0.9, 0.9, 1.1, 1.1]}
 LESS_POSITIVE = {t: [0.9, 1.1, 1.1, 1.1] for t in range(4)}  # 25 % positive, 75 % negative on every target
 
 
@@ -177,14 +181,16 @@ def test_claims_pair_the_per_target_fractions_and_read_them_against_the_paper():
     expected = stats.ttest_rel([75, 75, 75, 50], [25, 25, 25, 25])
     low, high = expected.confidence_interval(0.95)
     positive = claims[(claims["method"] == "mprotonet_kml") & (claims["outcome"] == "positive")].iloc[0]
-    assert positive["delta_pct"] == 43.75 and positive["ci95_pct"] == pytest.approx((high - low) / 2, abs=0.01)
+    assert (positive["delta_pct"] == 43.75
+            and positive["ci95_pct"] == pytest.approx((high - low) / 2, abs=0.01))
     assert positive["p_value"] == pytest.approx(expected.pvalue) and positive["n_targets"] == 4
     # Holm over the file's four comparisons, all with the same p-value.
     assert claims["p_holm"].tolist() == pytest.approx([4 * expected.pvalue] * 4)
     # The paper: MProtoNet+KML 41 % positive, 55 % negative; ProtoNet 28 % and 63 %.
     assert positive["paper_delta_pct"] == 13 and positive["verdict"] == "reproduced"
     negative = claims[(claims["method"] == "mprotonet_kml") & (claims["outcome"] == "negative")].iloc[0]
-    assert (negative["delta_pct"], negative["paper_delta_pct"], negative["verdict"]) == (-43.75, -8, "reproduced")
+    assert ((negative["delta_pct"], negative["paper_delta_pct"], negative["verdict"])
+            == (-43.75, -8, "reproduced"))
     # No MMAML-family numbers in the paper: nothing to reproduce.
     assert (claims.loc[claims["method"] == "mmaml_kml", "verdict"] == "no paper direction").all()
     assert claims["paper_delta_pct"].isna().sum() == 2
@@ -202,14 +208,15 @@ def test_equal_differences_in_sources_are_equal_numbers():
     kml = {0: [0.9, 0.9, 1.1], 1: [0.9, 0.9, 0.9], 2: [0.9, 0.9, 1.1]}
     baseline = {0: [0.9, 1.1, 1.1], 1: [0.9, 0.9, 1.1], 2: [0.9, 1.1, 1.1]}
     positive = transference_claims(_claim_rows(kml, baseline)).set_index("outcome").loc["positive"]
-    assert positive["delta_pct"] == round(100 / 3, 2) and positive["ci95_pct"] == 0 and positive["p_value"] == 0
+    assert (positive["delta_pct"] == round(100 / 3, 2) and positive["ci95_pct"] == 0
+            and positive["p_value"] == 0)
 
 
 def test_claims_refuse_to_pair_different_target_tasks():
     rows = _claim_rows(MORE_POSITIVE, LESS_POSITIVE)
     rows.loc[rows["method"] == "protonet", "target_classes"] = "other"
-    with pytest.raises(KmlError, match="MProtoNet\\+KML vs ProtoNet, 1-shot iteration 100: the two methods' target "
-                                       "tasks differ"):
+    with pytest.raises(KmlError, match="MProtoNet\\+KML vs ProtoNet, 1-shot iteration 100: "
+                                       "the two methods' target tasks differ"):
         transference_claims(rows)
 
 
@@ -218,21 +225,24 @@ def test_claims_table_compiles_and_fits_the_page(tmp_path):
     pairs = (("mprotonet_kml", "protonet"), ("mprotonet_kml", "mprotonet"), ("mmaml_kml", "maml"),
              ("mmaml_kml", "mmaml"))
     rows = _claim_rows(MORE_POSITIVE, LESS_POSITIVE, pairs).assign(iteration=20000)
-    compiles(tmp_path / "full", claims_table(transference_claims(rows), summarize_transference(rows), "Smoke & 50%"))
+    compiles(tmp_path / "full",
+             claims_table(transference_claims(rows), summarize_transference(rows), "Smoke & 50%"))
     lonely = snapshot_rows(MORE_POSITIVE)
     compiles(tmp_path / "none", claims_table(transference_claims(lonely), summarize_transference(lonely)))
 
 
-# ---- the step-size sweep ------------------------------------------------------------------------------------
+# ---- the step-size sweep -----------------------------------------------------------------------------------
 
 SWEEP_GRID = (1e-7, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 SLOPES = np.linspace(1, 10, 10)
 
 
 def _sweep_rows(method: str, change, slopes=SLOPES) -> pd.DataFrame:
-    """A sweep's rows: two targets with a source per slope s, LR − 1 = change(α, s) at every α of SWEEP_GRID."""
+    """A sweep's rows: two targets with a source per slope s, LR − 1 = change(α, s) at every α of
+    SWEEP_GRID."""
     return pd.concat([snapshot_rows({t: list(1 + change(alpha, slopes)) for t in range(2)}, method=method,
-                                    step_size=alpha, iteration=300) for alpha in SWEEP_GRID], ignore_index=True)
+                                    step_size=alpha, iteration=300) for alpha in SWEEP_GRID],
+                     ignore_index=True)
 
 
 def test_the_sweep_finds_the_first_order_regime_and_recommends_each_familys_largest_first_order_step():
@@ -251,15 +261,17 @@ def test_the_sweep_finds_the_first_order_regime_and_recommends_each_familys_larg
     recommended = sweep[sweep["recommended"]].reset_index()
     assert set(zip(recommended["family"], recommended["step_size"])) == {("maml", 1.0), ("protonet", 1e-2)}
     # α = 1e-4: LR − 1 from 1e-4 to 1e-3, all within the neutral band; α = 1e-2: 0.01 to 0.1, all negative.
-    assert sweep.loc[("maml", 1e-4), "neutral_pct"] == 100 and sweep.loc[("maml", 1e-2), "negative_pct"] == 100
+    assert (sweep.loc[("maml", 1e-4), "neutral_pct"] == 100
+            and sweep.loc[("maml", 1e-2), "negative_pct"] == 100)
 
 
 def test_a_curvature_that_changes_outcomes_ends_the_first_order_regime():
-    # LR − 1 = α·s + 5·(α·s)² for slopes ±1.5 ... ±40: the curvature pulls the large negative slopes back across
-    # the neutral band, while the median slope ratio stays at 1 (the slopes are symmetric).
+    # LR − 1 = α·s + 5·(α·s)² for slopes ±1.5 ... ±40: the curvature pulls the large negative slopes back
+    # across the neutral band, while the median slope ratio stays at 1 (the slopes are symmetric).
     magnitudes = np.array([1.5, 2, 3, 4, 5, 20, 25, 30, 35, 40])
     slopes = np.concatenate([-magnitudes, magnitudes])
-    sweep = summarize_sweep(_sweep_rows("protonet", lambda alpha, s: alpha * s + 5 * (alpha * s) ** 2, slopes))
+    sweep = summarize_sweep(_sweep_rows("protonet", lambda alpha, s: alpha * s + 5 * (alpha * s) ** 2,
+                                        slopes))
     at = sweep.set_index("step_size")
     assert (at["slope_ratio"] - 1).abs().max() < 0.01
     # α = 1e-2: s = −20 lands on LR = 1 (neutral), s = −25 ... −40 above it (negative): 5 of 20 changed.

@@ -1,4 +1,5 @@
-"""The Snakemake workflow: dry runs of the paper, one cell, schema errors, lint, and the smoke preset end to end.
+"""The Snakemake workflow: dry runs of the paper, one cell, schema errors, lint, and the smoke preset
+end to end.
 
 Every test runs Snakemake in a fresh copy of the workflow (Snakefile, config, rules, presets, profiles, envs
 and the kml package that workflow/rules/common.smk imports), so results in the checkout never interfere, and
@@ -26,15 +27,16 @@ from declared import declared_only_venv
 from kml.gpus import gpu_visible
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOW_FILES = ("Snakefile", "config.yaml", "workflow", "presets", "profiles", "envs", "kml", "pyproject.toml",
-                  "benchmarks")
+WORKFLOW_FILES = ("Snakefile", "config.yaml", "workflow", "presets", "profiles", "envs", "kml",
+                  "pyproject.toml", "benchmarks")
 SMOKE = ("--configfile", "presets/smoke.yaml")
 # The smoke run below takes the GPU's code path on the CPU: every training runs its tasks under vmap, and the
 # evaluations and transference analyses follow (batched transference), so every rule exercises it end to end.
 # (The CPU's task loop is what the unit tests and the byte-identity check run.)
 VMAP = {"train": {"task_batching": "vmap"}}
 SMOKE_VMAP = (*SMOKE, "vmap.yaml")
-METHODS = ("maml", "multi_maml", "mmaml", "mmaml_kml", "protonet", "multi_protonet", "mprotonet", "mprotonet_kml")
+METHODS = ("maml", "multi_maml", "mmaml", "mmaml_kml", "protonet", "multi_protonet", "mprotonet",
+           "mprotonet_kml")
 # `snakemake -n` of the paper (config.yaml), by rule; tests/test_plan.py checks the same numbers on the plan.
 PAPER_JOBS = {
     "download": 5, "prepare": 5,
@@ -131,7 +133,8 @@ def test_smoke_preset_dry_run_adds_the_synthetic_mirror(workflow):
     assert counts == {**PAPER_JOBS, "synth": 5}
 
 
-# More cases, without Snakemake: tests/test_plan.py::test_bad_values_are_rejected_naming_the_key_and_the_value.
+# More cases, without Snakemake:
+# tests/test_plan.py::test_bad_values_are_rejected_naming_the_key_and_the_value.
 @pytest.mark.parametrize(("overlay", "named"), [
     ({"train": {"iteratons": 5}}, "bad.yaml: train.iteratons: unknown key; known keys here: amp_bf16"),
     ({"overrides": {"multi_member": {"maml": {"omniglot": {"train": {"iterations": "10"}}}}}},
@@ -151,10 +154,12 @@ def test_impossible_plan_is_rejected_before_any_job(workflow, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"transference_runs": {"checkpoints": [40000]}}))
     result = snakemake(workflow, "--dry-run", "--configfile", str(bad), check=False)
-    assert result.returncode != 0 and "must not exceed the 30000 training iterations" in result.stdout + result.stderr
+    assert (result.returncode != 0
+            and "must not exceed the 30000 training iterations" in result.stdout + result.stderr)
 
 
-@pytest.mark.parametrize("caption", sorted((REPO / "workflow" / "report").glob("*.rst")), ids=lambda p: p.name)
+@pytest.mark.parametrize("caption", sorted((REPO / "workflow" / "report").glob("*.rst")),
+                         ids=lambda p: p.name)
 def test_report_captions_render_without_a_docutils_error(caption):
     """As `snakemake --report` renders them (kml's config and the smoke preset): Jinja, then docutils, whose
     complaints (a bare |...| is a substitution reference) would show as an error box in the report."""
@@ -229,21 +234,23 @@ def test_smoke_writes_every_transference_output(smoke):
     for method in ("maml", "mmaml", "mmaml_kml", "protonet", "mprotonet", "mprotonet_kml"):
         for shots in (1, 5):
             for iteration in PRESET["transference_runs"]["checkpoints"]:
-                ratios = pd.read_csv(smoke / "results" / "transference" / method / f"{shots}shot" / f"iter{iteration}.csv")
+                ratios = pd.read_csv(smoke / "results" / "transference" / method / f"{shots}shot"
+                                     / f"iter{iteration}.csv")
                 # one row per (source, target) pair, plus each target's self-transference
                 sources, targets = PRESET["transference"]["sources"], PRESET["transference"]["targets"]
                 assert len(ratios) == (sources + 1) * targets and ratios["self"].sum() == targets
             # the step-size sweep on the last snapshot: its first sources x targets, plus self rows, per α
             sweep = PRESET["transference"]["sweep"]
             last = max(PRESET["transference_runs"]["checkpoints"])
-            ratios = pd.read_csv(smoke / "results" / "transference" / method / f"{shots}shot" / "step_size_sweep"
-                                 / f"iter{last}.csv")
+            ratios = pd.read_csv(smoke / "results" / "transference" / method / f"{shots}shot"
+                                 / "step_size_sweep" / f"iter{last}.csv")
             assert len(ratios) == len(sweep["step_sizes"]) * (sweep["sources"] + 1) * sweep["targets"]
     summary = pd.read_csv(smoke / "results" / "transference" / "summary.csv")
     assert (summary[["positive_pct", "neutral_pct", "negative_pct"]].sum(axis=1) == 100).all()
     assert (summary["lookahead"] == "sgd").all()
     claims = pd.read_csv(smoke / "results" / "transference" / "claims.csv")
-    assert len(claims) == 4 * 2 * len(PRESET["transference_runs"]["checkpoints"]) * 2  # pairs x shots x snapshots x outcomes
+    # pairs x shots x snapshots x outcomes
+    assert len(claims) == 4 * 2 * len(PRESET["transference_runs"]["checkpoints"]) * 2
     sweep = pd.read_csv(smoke / "results" / "transference" / "step_size_sweep.csv")
     assert len(sweep) == 6 * 2 * len(PRESET["transference"]["sweep"]["step_sizes"])
     for table in ("transference.tex", "transference_claims.tex"):
@@ -262,10 +269,12 @@ def test_smoke_run_is_complete_and_reports(smoke):
     rendered = snakemake(smoke, "--report", "results/report.html", *SMOKE_VMAP)
     assert "ERROR" not in rendered.stdout + rendered.stderr  # docutils reports a broken caption so
     html = (smoke / "results" / "report.html").read_text(errors="replace")
-    assert len(html) > 100_000 and "reproduction.png" in html and "summary.csv" in html and "claims.csv" in html
+    assert (len(html) > 100_000 and "reproduction.png" in html and "summary.csv" in html
+            and "claims.csv" in html)
     assert "transference_step_size.png" in html
     # every model was trained, and so evaluated and analysed, on the GPU's code path
-    recorded = [yaml.safe_load(path.read_text()) for path in (smoke / "results" / "models").rglob("config.yaml")]
+    recorded = [yaml.safe_load(path.read_text())
+                for path in (smoke / "results" / "models").rglob("config.yaml")]
     assert len(recorded) == 68 and {config["train"]["task_batching"] for config in recorded} == {"vmap"}
 
 
@@ -274,27 +283,31 @@ def test_smoke_one_changed_value_reruns_exactly_the_affected_jobs(smoke, tmp_pat
     overlay = tmp_path / "change.yaml"
     # one Multi-MAML member's inner lr: that member (1 and 5 shots), the 3 settings with FC100 x 2 shots of
     # multi_maml, and the accuracy and claims reports
-    overlay.write_text(yaml.safe_dump({"overrides": {"multi_member": {"maml": {"fc100": {"maml": {"inner_lr": 0.02}}}}}}))
+    overlay.write_text(yaml.safe_dump(
+        {"overrides": {"multi_member": {"maml": {"fc100": {"maml": {"inner_lr": 0.02}}}}}}))
     counts, outputs = dry_run(smoke, *SMOKE_VMAP, str(overlay))
     assert counts == {"train": 2, "evaluate": 6, "report_accuracy": 1, "report_claims": 1, "all": 1}, counts
     assert {f for f in outputs if f.endswith(".csv") and "/eval/" in f} == {
-        f"results/eval/{s}/multi_maml/{k}shot.csv" for s in ("2mode_dagger", "3mode", "5mode") for k in (1, 5)}
+        f"results/eval/{s}/multi_maml/{k}shot.csv"
+        for s in ("2mode_dagger", "3mode", "5mode") for k in (1, 5)}
 
 
 @pytest.mark.slow
 def test_smoke_failed_training_leaves_nothing_trusted_and_resumes(smoke, tmp_path):
     """A training killed after its first checkpoint: no model.pt, the job is still due, and the next run
-    continues from the checkpoint instead of starting over. In a copy, so the other tests' run stays as it is."""
+    continues from the checkpoint instead of starting over. In a copy, so the other tests' run stays as it
+    is."""
     smoke = shutil.copytree(smoke, tmp_path / "copy", symlinks=True)
     run = "results/models/single/protonet/cub/1shot"
     overlay = tmp_path / "longer.yaml"
     longer = {"overrides": {"multi_member": {"protonet": {"cub": {"train": {"iterations": 400}}}}}}
     overlay.write_text(yaml.safe_dump(longer))
     args = (f"{run}/model.pt", "--cores", "1", *SMOKE_VMAP, str(overlay))
-    process = subprocess.Popen([sys.executable, "-m", "snakemake", *args], cwd=smoke, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen([sys.executable, "-m", "snakemake", *args], cwd=smoke,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        # The finished 6-iteration run is set aside first (its final checkpoint is kept), then training starts.
+        # The finished 6-iteration run is set aside first (its final checkpoint is kept), then training
+        # starts.
         checkpoints = smoke / run / "checkpoints"
 
         def started() -> bool:

@@ -173,16 +173,16 @@ class EpisodeSampler:
     def _check_split_fits(self) -> None:
         split = self.split
         if split.num_classes < self.ways:
-            raise EpisodeError(f"{split.origin}: {split.num_classes} classes, fewer than a {self.ways}-way task "
-                               "needs; lower task.ways or use a split with more classes")
+            raise EpisodeError(f"{split.origin}: {split.num_classes} classes, fewer than a {self.ways}-way "
+                               "task needs; lower task.ways or use a split with more classes")
         sizes = np.diff(split.class_offsets)
         smallest = int(np.argmin(sizes))
         per_class = self.shots + self.queries
         if sizes[smallest] < per_class:
             raise EpisodeError(
-                f"{split.origin}: class {split.class_names[smallest]!r} has {sizes[smallest]} images, fewer than "
-                f"the {self.shots} support + {self.queries} query images a task takes from every class; "
-                "lower task.shots or task.queries")
+                f"{split.origin}: class {split.class_names[smallest]!r} has {sizes[smallest]} images, "
+                f"fewer than the {self.shots} support + {self.queries} query images a task takes from every "
+                "class; lower task.shots or task.queries")
 
     def write_task(self, rng: np.random.Generator, support_out: torch.Tensor,
                    query_out: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -193,10 +193,12 @@ class EpisodeSampler:
         so switching rotation off leaves the classes and images of the task unchanged.
         """
         offsets = self.split.class_offsets
-        # Drawn without replacement in random order: label k is classes[k], a random permutation of the classes.
+        # Drawn without replacement in random order: label k is classes[k], a random permutation of the
+        # classes.
         classes = rng.choice(self.split.num_classes, size=self.ways, replace=False)
         per_class = self.shots + self.queries
-        picks = np.stack([rng.choice(offsets[c + 1] - offsets[c], size=per_class, replace=False) for c in classes])
+        picks = np.stack([rng.choice(offsets[c + 1] - offsets[c], size=per_class, replace=False)
+                          for c in classes])
         indices = picks + offsets[classes, None]
         rows = torch.from_numpy(indices)
         torch.index_select(self.split.images, 0, rows[:, :self.shots].flatten(), out=support_out)
@@ -217,13 +219,15 @@ def _rotate_classes(images: torch.Tensor, turns: np.ndarray, per_class: int) -> 
 
 
 def _collate(draws: list[tuple[EpisodeSampler, np.random.Generator]], task_ids: tuple[int, ...]) -> MetaBatch:
-    """One meta-batch from (sampler, rng) per task; the samplers share (ways, shots, queries) and image size."""
+    """One meta-batch from (sampler, rng) per task; the samplers share (ways, shots, queries) and image
+    size."""
     first = draws[0][0]
     ways, shots, queries = first.ways, first.shots, first.queries
     image_shape = first.split.images.shape[1:]
     support = torch.empty((len(draws), ways * shots, *image_shape), dtype=torch.uint8)
     query = torch.empty((len(draws), ways * queries, *image_shape), dtype=torch.uint8)
-    classes, indices = zip(*(sampler.write_task(rng, support[t], query[t]) for t, (sampler, rng) in enumerate(draws)))
+    classes, indices = zip(*(sampler.write_task(rng, support[t], query[t])
+                             for t, (sampler, rng) in enumerate(draws)))
     return MetaBatch(
         support_images=support,
         support_labels=torch.arange(ways).repeat_interleave(shots).repeat(len(draws), 1),
@@ -308,8 +312,8 @@ def evaluation_batches(splits: Mapping[str, SplitImages], *, ways: int, shots: i
                               EVAL_STREAM, meta_batch_size)
 
 
-def fixed_tasks(split: SplitImages, *, ways: int, shots: int, queries: int, count: int, seed: int, stream: int,
-                rotate: bool, batch_size: int = 1) -> Iterator[MetaBatch]:
+def fixed_tasks(split: SplitImages, *, ways: int, shots: int, queries: int, count: int, seed: int,
+                stream: int, rotate: bool, batch_size: int = 1) -> Iterator[MetaBatch]:
     """`count` fixed tasks of one split (e.g. the transference analysis's sources and targets).
 
     Task t depends only on (seed, stream, t); give each use its own named stream.

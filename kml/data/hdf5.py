@@ -75,8 +75,8 @@ def split_problem(images_dtype: np.dtype, images_shape: tuple[int, ...], labels:
     steps = np.diff(labels)
     irregular = bool(np.any((steps != 0) & (steps != 1)))  # a step back, or a class skipped
     if labels[0] != 0 or labels[-1] != num_classes - 1 or irregular:
-        return (f"labels must run from 0 to {num_classes - 1} ({num_classes} class names), non-decreasing, with "
-                f"images for every class; they run from {labels[0]} to {labels[-1]}"
+        return (f"labels must run from 0 to {num_classes - 1} ({num_classes} class names), non-decreasing, "
+                f"with images for every class; they run from {labels[0]} to {labels[-1]}"
                 + (" with steps back or classes skipped" if irregular else ""))
     return None
 
@@ -139,12 +139,14 @@ def _open(path: str | Path) -> h5py.File:
     try:
         return h5py.File(path, "r")
     except OSError as error:
-        raise DatasetFileError(f"{path}: not a readable HDF5 file ({error}); delete it and run `kml prepare` again") from None
+        raise DatasetFileError(f"{path}: not a readable HDF5 file ({error}); "
+                               "delete it and run `kml prepare` again") from None
 
 
 def read_attrs(path: str | Path) -> dict[str, Any]:
     with _open(path) as f:
-        attrs = {key: (value.decode() if isinstance(value, bytes) else value) for key, value in f.attrs.items()}
+        attrs = {key: (value.decode() if isinstance(value, bytes) else value)
+                 for key, value in f.attrs.items()}
     missing = {"dataset", "image_size", "split_rule", "sources", "kml_version"} - attrs.keys()
     if missing:
         raise DatasetFileError(f"{path}: missing root attributes {sorted(missing)}; re-run `kml prepare`")
@@ -167,14 +169,16 @@ def read_split(path: str | Path, split: str, dataset: str | None = None) -> Spli
         return Split(images=images[()], labels=labels, class_names=class_names)
 
 
-def _split_arrays(f: h5py.File, path: str | Path, split: str) -> tuple[h5py.Dataset, np.ndarray, tuple[str, ...]]:
+def _split_arrays(f: h5py.File, path: str | Path,
+                  split: str) -> tuple[h5py.Dataset, np.ndarray, tuple[str, ...]]:
     """A split's images (still on disk), labels and class names."""
     if split not in f:
         raise DatasetFileError(f"{path}: has no '{split}' group; re-run `kml prepare`")
     group = f[split]
     try:
         return (group["images"], group["labels"][()].astype(np.int64),
-                tuple(name.decode() if isinstance(name, bytes) else str(name) for name in group["class_names"][()]))
+                tuple(name.decode() if isinstance(name, bytes) else str(name)
+                      for name in group["class_names"][()]))
     except KeyError as error:
         raise DatasetFileError(f"{path} [{split}]: lacks {error}; re-run `kml prepare`") from None
 
@@ -183,8 +187,8 @@ def _check_split(path: str | Path, split: str, images: h5py.Dataset, labels: np.
                  class_names: tuple[str, ...], image_size: int) -> None:
     problem = split_problem(images.dtype, images.shape, labels, len(class_names), image_size)
     if problem:
-        raise DatasetFileError(f"{path} [{split}]: {problem}; the file is damaged or not made by `kml prepare`: "
-                               "delete it and run `kml prepare` again")
+        raise DatasetFileError(f"{path} [{split}]: {problem}; the file is damaged or not made by "
+                               "`kml prepare`: delete it and run `kml prepare` again")
 
 
 def describe(path: str | Path) -> str:

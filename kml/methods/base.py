@@ -2,8 +2,8 @@
 
 The per-task computation (`task_loss`) is a function of one task's explicit tensors, with no Python control
 flow on tensor values and no in-place ops on inputs, so that it works under `torch.func.functional_call`
-(the transference analysis evaluates it at modified meta-parameters) and under `torch.func.vmap` (kml/execution.py
-runs a meta-batch's tasks together that way where it is faster).
+(the transference analysis evaluates it at modified meta-parameters) and under `torch.func.vmap`
+(kml/execution.py runs a meta-batch's tasks together that way where it is faster).
 
 `forward_tasks` is the reference meaning of a meta-batch: each task's `task_loss` in turn, and their mean.
 How a run actually executes a meta-batch (vmapped or in this loop, its memory layout, bf16) is decided once,

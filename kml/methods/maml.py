@@ -20,7 +20,8 @@ from kml.models.backbone import LayerModulation
 
 
 class MAML(MetaLearner):
-    def __init__(self, *args, inner_steps: int, inner_lr: float, grad_clamp: float, first_order: bool, **kwargs):
+    def __init__(self, *args, inner_steps: int, inner_lr: float, grad_clamp: float, first_order: bool,
+                 **kwargs):
         """`grad_clamp`: element-wise clamp of the inner-loop gradients, 0 for none; `first_order`: no
         second-order terms in the meta-gradient."""
         super().__init__(*args, **kwargs)

@@ -1,6 +1,6 @@
 """Multi-MAML / Multi-ProtoNet at meta-test: one separately trained model per mode, each task routed to
-the model of its ground-truth mode (docs/specification.md §5.4). Training a member is training `maml`/`protonet`
-on one mode; this module only routes."""
+the model of its ground-truth mode (docs/specification.md §5.4). Training a member is training
+`maml`/`protonet` on one mode; this module only routes."""
 
 from __future__ import annotations
 

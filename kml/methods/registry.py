@@ -49,8 +49,8 @@ def build_method(config: RunConfig) -> MetaLearner:
         return MAML(backbone, encoder, generator, query_embedding=model.query_embedding,
                     inner_steps=hyperparameters.inner_steps, inner_lr=hyperparameters.inner_lr,
                     grad_clamp=hyperparameters.grad_clamp, first_order=hyperparameters.first_order)
-    return ProtoNet(backbone, encoder, generator, query_embedding=model.query_embedding, ways=config.task.ways,
-                    transductive=config.protonet.transductive)
+    return ProtoNet(backbone, encoder, generator, query_embedding=model.query_embedding,
+                    ways=config.task.ways, transductive=config.protonet.transductive)
 
 
 def build_multi(members: Mapping[str, MetaLearner]) -> MultiModel:

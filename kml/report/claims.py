@@ -60,7 +60,8 @@ def compare(cells: pd.DataFrame) -> pd.DataFrame:
             continue
         result = stats.paired_difference(*paired_accuracies(method, baseline))
         rows.append({**comparison._asdict(), "delta_pct": round(result.mean, DECIMALS),
-                     "ci95_pct": round(result.ci95, DECIMALS), "p_value": result.p_value, "n_tasks": result.n})
+                     "ci95_pct": round(result.ci95, DECIMALS), "p_value": result.p_value,
+                     "n_tasks": result.n})
     claims = pd.DataFrame(rows, columns=[*COMPARISON, "delta_pct", "ci95_pct", "p_value", "n_tasks",
                                          "paper_delta_pct"])
     claims["p_holm"] = stats.holm(claims["p_value"].to_numpy(dtype=np.float64))

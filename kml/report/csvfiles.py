@@ -19,6 +19,7 @@ def read_checked_csv(path: Path, columns: Sequence[str], kind: str, fix: str = "
         raise KmlError(f"{path}: not a readable {kind} ({error})") from None
     missing = [column for column in columns if column not in frame.columns]
     if missing:
-        raise KmlError(f"{path}: not a {kind}: missing columns {', '.join(missing)} (expected {', '.join(columns)})"
+        raise KmlError(f"{path}: not a {kind}: missing columns {', '.join(missing)} "
+                       f"(expected {', '.join(columns)})"
                        + (f"; {fix}" if fix else ""))
     return frame

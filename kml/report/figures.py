@@ -1,4 +1,5 @@
-"""The report's figures: accuracy, ours beside the paper for every cell; the paired claims as a forest plot."""
+"""The report's figures: accuracy, ours beside the paper for every cell; the paired claims as a forest
+plot."""
 
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ def reproduction_figure(summary: pd.DataFrame, note: str | None = None) -> Figur
     figure = Figure(figsize=(3.3 * len(SETTINGS) + 1.2, 2.8 * len(shots) + 1.3), layout="constrained")
     axes = figure.subplots(len(shots), len(SETTINGS), sharex=True, sharey=True, squeeze=False)
     rows = np.arange(len(METHOD_NAMES))
-    families = paper.drop_duplicates("method").set_index("method").loc[list(METHOD_NAMES), "family"].to_numpy()
+    families = (paper.drop_duplicates("method").set_index("method")
+                .loc[list(METHOD_NAMES), "family"].to_numpy())
     for i, k in enumerate(shots):
         for j, setting in enumerate(SETTINGS):
             ax = axes[i, j]
@@ -91,7 +93,8 @@ def reproduction_figure(summary: pd.DataFrame, note: str | None = None) -> Figur
         Line2D([], [], color=CHANCE_COLOR, linestyle="--", label=f"chance ({PAPER_WAYS}-way)"),
     ]
     figure.legend(handles=legend, loc="outside lower center", ncols=len(legend), frameon=False)
-    _title(figure, "Multimodal few-shot classification: this reproduction vs the KML paper (NeurIPS 2021)", note)
+    _title(figure, "Multimodal few-shot classification: this reproduction vs the KML paper (NeurIPS 2021)",
+           note)
     return figure
 
 

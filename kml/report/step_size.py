@@ -1,4 +1,5 @@
-"""The step-size sweep's report (`kml report step-size CSV... --out-dir DIR`), from `kml transference --sweep`:
+"""The step-size sweep's report (`kml report step-size CSV... --out-dir DIR`), from
+`kml transference --sweep`:
 
     DIR/transference/step_size_sweep.csv          per method, shots, snapshot and step size α: the outcome
                                                   fractions, the median |LR − 1|, the share of pairs lost in
@@ -84,14 +85,16 @@ def _snapshot_sweep(cross: pd.DataFrame) -> pd.DataFrame:
     sweep["reference_step_size"] = reference
     sweep["slope_ratio"] = sweep["first_order_outcome_pct"] = np.nan
     if not np.isnan(reference):
-        changes = cross.pivot_table(index=["source_task", "target_task"], columns="step_size", values="ratio") - 1
+        changes = cross.pivot_table(index=["source_task", "target_task"], columns="step_size",
+                                    values="ratio") - 1
         slopes = changes.div(changes.columns.to_numpy(), axis=1)
         extrapolated = pd.DataFrame(np.outer(slopes[reference], changes.columns), index=changes.index,
                                     columns=changes.columns)
         kept = outcomes(1 + changes.stack(), band) == outcomes(1 + extrapolated.stack(), band)
         at = sweep["step_size"]
         sweep["slope_ratio"] = slopes.div(slopes[reference], axis=0).median().reindex(at).to_numpy()
-        sweep["first_order_outcome_pct"] = (100 * kept.groupby(level="step_size").mean()).round(1).reindex(at).to_numpy()
+        sweep["first_order_outcome_pct"] = ((100 * kept.groupby(level="step_size").mean()).round(1)
+                                            .reindex(at).to_numpy())
     sweep["first_order"] = ((sweep["rounding_pct"] < MAX_ROUNDING_PCT)
                             & ((sweep["slope_ratio"] - 1).abs() <= LINEARITY_TOLERANCE)
                             & (sweep["first_order_outcome_pct"] >= MIN_FIRST_ORDER_OUTCOME_PCT))
@@ -99,7 +102,8 @@ def _snapshot_sweep(cross: pd.DataFrame) -> pd.DataFrame:
 
 
 def summarize_sweep(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per (method, shots, iteration, step size); columns SWEEP_COLUMNS, in the paper's method order."""
+    """One row per (method, shots, iteration, step size); columns SWEEP_COLUMNS, in the paper's method
+    order."""
     cross = rows[~rows["self"]]
     parts = [_snapshot_sweep(group).assign(setting=group["setting"].iloc[0], method=method, shots=shots,
                                            iteration=iteration, family=method_spec(method).family)
@@ -107,7 +111,8 @@ def summarize_sweep(rows: pd.DataFrame) -> pd.DataFrame:
     sweep = pd.concat(parts, ignore_index=True)
     sweep["recommended"] = sweep["step_size"] == sweep["family"].map(recommended_step_sizes(sweep))
     order = {method: i for i, method in enumerate(METHOD_NAMES)}
-    sweep = sweep.sort_values([*SNAPSHOT, "step_size"], key=lambda c: c.map(order) if c.name == "method" else c)
+    sweep = sweep.sort_values([*SNAPSHOT, "step_size"],
+                              key=lambda c: c.map(order) if c.name == "method" else c)
     return sweep[SWEEP_COLUMNS].reset_index(drop=True)
 
 
@@ -120,7 +125,7 @@ def recommended_step_sizes(sweep: pd.DataFrame) -> pd.Series:
     return first_order.combine_first(measurable)
 
 
-# ---- figure -------------------------------------------------------------------------------------------------
+# ---- figure ------------------------------------------------------------------------------------------------
 
 def _family_lines(ax: Axes, sizes: Mapping[str, float], linestyle: str) -> None:
     for size in sizes.values():
@@ -129,8 +134,8 @@ def _family_lines(ax: Axes, sizes: Mapping[str, float], linestyle: str) -> None:
 
 def step_size_figure(sweep: pd.DataFrame, rows: pd.DataFrame, configured: Mapping[str, float],
                      note: str | None = None) -> Figure:
-    """Against α (log scale), per method and shots: positive, neutral, negative fractions, median |LR − 1|, the
-    slope ratio and the first-order outcomes; the configured α and the recommended α of each family."""
+    """Against α (log scale), per method and shots: positive, neutral, negative fractions, median |LR − 1|,
+    the slope ratio and the first-order outcomes; the configured α and the recommended α of each family."""
     curves = list(sweep[["method", "shots"]].drop_duplicates().itertuples(index=False, name=None))
     methods = list(dict.fromkeys(m for m, _ in curves))
     shots = sorted({k for _, k in curves})
@@ -144,7 +149,8 @@ def step_size_figure(sweep: pd.DataFrame, rows: pd.DataFrame, configured: Mappin
     panels = [(axes[0, i], f"{o}_pct", f"{o} transfer (% of sources, mean over targets)") for i, o in
               enumerate(OUTCOMES)]
     panels += [(axes[1, 0], "median_abs_change", "median |LR − 1| over (source, target) pairs"),
-               (axes[1, 1], "slope_ratio", "slope ratio: median over pairs of\n(LR − 1)/α over its reference value"),
+               (axes[1, 1], "slope_ratio",
+                "slope ratio: median over pairs of\n(LR − 1)/α over its reference value"),
                (axes[1, 2], "first_order_outcome_pct", "pairs with their first-order outcome (%)")]
     for ax, column, label in panels:
         for (method, k), curve in last.groupby(["method", "shots"], sort=False):
@@ -173,9 +179,9 @@ def step_size_figure(sweep: pd.DataFrame, rows: pd.DataFrame, configured: Mappin
                   loc="outside lower center", ncols=4, frameon=False, fontsize="small")
     first = rows.iloc[0]
     what = (f"{rows['source_task'].nunique()} {MODE_LABELS[first['source_mode']]} sources × "
-            f"{rows['target_task'].nunique()} {MODE_LABELS[first['target_mode']]} targets per model, plain gradient "
-            f"steps θ − α·∇L(source) at each α, on each model's last analysed snapshot. Shaded: the first-order "
-            f"regime's bounds.")
+            f"{rows['target_task'].nunique()} {MODE_LABELS[first['target_mode']]} targets per model, "
+            f"plain gradient steps θ − α·∇L(source) at each α, on each model's last analysed snapshot. "
+            f"Shaded: the first-order regime's bounds.")
     title = ["Transference lookahead step size: where LR − 1 is measurable and still first order in α",
              *textwrap.wrap(what, 150), *textwrap.wrap(note or "", 150)]
     figure.suptitle("\n".join(title), fontsize="medium")
@@ -190,7 +196,8 @@ def _legend_handles(methods: Sequence[str], shots: Sequence[int], colors: Mappin
         handles.append(Line2D([], [], color="0.2", linestyle="--", label="configured α: " + ", ".join(
             f"{FAMILY_LABELS[f]} {a:g}" for f, a in configured.items())))
     handles.append(Line2D([], [], color="0.2", linestyle=":", label="recommended α: " + (", ".join(
-        f"{FAMILY_LABELS[f]} {a:g}" for f, a in recommended.items()) if len(recommended) else "none in the grid")))
+        f"{FAMILY_LABELS[f]} {a:g}" for f, a in recommended.items())
+        if len(recommended) else "none in the grid")))
     return handles
 
 

@@ -205,7 +205,8 @@ def claims_table(claims: pd.DataFrame, note: str | None = None) -> str:
             counted = f"$n = {', '.join(f'{n:.0f}' for n in tasks)}$ tasks" if len(tasks) else "not run"
             if body:
                 body.append(r"\midrule")
-            body.append(rf"\multicolumn{{5}}{{l}}{{\textit{{{SETTING_LABELS[setting]}, {shots}-shot}} ({counted})}} \\")
+            body.append(rf"\multicolumn{{5}}{{l}}{{\textit{{{SETTING_LABELS[setting]}, {shots}-shot}} "
+                        rf"({counted})}} \\")
             for row in rows.itertuples(index=False):
                 run = not pd.isna(row.delta_pct)
                 cells = [
@@ -221,8 +222,8 @@ def claims_table(claims: pd.DataFrame, note: str | None = None) -> str:
             r"baseline accuracy (points), the mean over the $n$ test tasks that both methods share, "
             r"$\pm$ its 95\% paired $t$ interval; $p_\mathrm{Holm}$: paired $t$-test, Holm-adjusted over all "
             "comparisons shown; paper: the paper's $\\Delta$ from its tables; verdict: significant "
-            "($p_\\mathrm{Holm} < 0.05$) in the direction of the paper's $\\Delta$ (reproduced) or against it "
-            f"(contradicted), else not significant. {MISSING}: a cell not run.",
+            "($p_\\mathrm{Holm} < 0.05$) in the direction of the paper's $\\Delta$ (reproduced) or against "
+            f"it (contradicted), else not significant. {MISSING}: a cell not run.",
             note,
         )
         header = ["Comparison", r"$\Delta$", r"$p_\mathrm{Holm}$", "Paper", "Verdict"]

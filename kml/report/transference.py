@@ -4,7 +4,8 @@ CSV_COLUMNS); the figures (transference_figures.py) and the claims (transference
 
     DIR/transference/summary.csv      per method, shots and snapshot: positive / neutral / negative fractions
                                       (mean and 95% CI over targets), the same on the single target, median
-                                      LR and |LR − 1|, self LR, and the paper's fractions where it reports them
+                                      LR and |LR − 1|, self LR, and the paper's fractions where it reports
+                                      them
     DIR/tables/transference.tex       the fractions as a booktabs table
 
 Outcome of a (source, target) pair: neutral when |LR − 1| < neutral_band (read from the CSVs, i.e.
@@ -64,7 +65,7 @@ MODE_LABELS = {"omniglot": "Omniglot", "miniimagenet": "mini-ImageNet", "fc100":
 PARAMS_LABELS = {"all": "base and modulation networks", "base": "base network only"}
 
 
-# ---- reading ------------------------------------------------------------------------------------------------
+# ---- reading -----------------------------------------------------------------------------------------------
 
 def read_ratio_csvs(paths: Sequence[Path], kind: str, one_step_size: bool) -> pd.DataFrame:
     """All rows of `kml transference` CSVs (`kind` names them in errors), checked file by file.
@@ -78,8 +79,8 @@ def read_ratio_csvs(paths: Sequence[Path], kind: str, one_step_size: bool) -> pd
         if frame.empty or frame[SNAPSHOT].drop_duplicates().shape[0] != 1:
             raise KmlError(f"{path}: a {kind} holds the rows of exactly one (method, shots, iteration)")
         if one_step_size and frame["step_size"].nunique() != 1:
-            raise KmlError(f"{path}: holds several step sizes, as the step-size sweep writes; give the analysis's "
-                           "CSVs (results/transference/{method}/{shots}shot/iter{N}.csv)")
+            raise KmlError(f"{path}: holds several step sizes, as the step-size sweep writes; give the "
+                           "analysis's CSVs (results/transference/{method}/{shots}shot/iter{N}.csv)")
         if not frame["ratio"].gt(0).all():
             raise KmlError(f"{path}: every loss ratio must be a positive number")
         frames.append(frame.assign(file=str(path)))
@@ -87,7 +88,8 @@ def read_ratio_csvs(paths: Sequence[Path], kind: str, one_step_size: bool) -> pd
     files = rows.drop_duplicates("file")
     repeated = files[files.duplicated(SNAPSHOT, keep=False)]
     if not repeated.empty:
-        raise KmlError(f"{' and '.join(repeated['file'])}: the same (method, shots, iteration) is given twice")
+        raise KmlError(f"{' and '.join(repeated['file'])}: "
+                       "the same (method, shots, iteration) is given twice")
     return rows.drop(columns="file").astype({"self": bool, "shots": int, "iteration": int})
 
 
@@ -98,20 +100,23 @@ def read_transference(paths: Sequence[Path]) -> pd.DataFrame:
     for column in DESCRIPTION[1:]:
         if column == "step_size" and (files["lookahead"] == "adam").all():
             continue  # the snapshot's Adam learning rate, which follows the training's schedule
-        groups = files.groupby(files["method"].map(lambda m: method_spec(m).family)) if column == "step_size" else [("", files)]
+        groups = (files.groupby(files["method"].map(lambda m: method_spec(m).family))
+                  if column == "step_size" else [("", files)])
         for family, group in groups:
             values = group[column].astype(str).unique()
             if len(values) > 1:
                 which = f" ({FAMILY_LABELS[family]})" if family else ""
-                raise KmlError(f"{column}: the CSVs differ{which} ({', '.join(values)}); report each analysis apart")
+                raise KmlError(f"{column}: the CSVs differ{which} ({', '.join(values)}); "
+                               "report each analysis apart")
     return rows
 
 
-# ---- outcomes and their fractions ---------------------------------------------------------------------------
+# ---- outcomes and their fractions --------------------------------------------------------------------------
 
 def outcomes(ratios: pd.Series, band: float) -> pd.Series:
     """positive / neutral / negative of each ratio."""
-    return pd.Series(np.where((ratios - 1).abs() < band, "neutral", np.where(ratios < 1, "positive", "negative")),
+    return pd.Series(np.where((ratios - 1).abs() < band, "neutral",
+                              np.where(ratios < 1, "positive", "negative")),
                      index=ratios.index)
 
 
@@ -153,7 +158,8 @@ def _paper_numbers() -> pd.DataFrame:
 
 
 def summarize_transference(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per snapshot (method, shots, iteration); columns SUMMARY_COLUMNS, in the paper's method order."""
+    """One row per snapshot (method, shots, iteration); columns SUMMARY_COLUMNS, in the paper's method
+    order."""
     records = []
     for snapshot, group in rows.groupby(SNAPSHOT, sort=False):
         cross, own = group[~group["self"]], group[group["self"]]
@@ -161,35 +167,41 @@ def summarize_transference(rows: pd.DataFrame) -> pd.DataFrame:
         band = record["neutral_band"]
         per_target = target_fractions(cross, band)
         if SINGLE_TARGET not in per_target.index:
-            raise KmlError(f"{METHOD_LABELS[snapshot[0]]} {snapshot[1]}-shot iteration {snapshot[2]}: no target task "
-                           f"{SINGLE_TARGET}, the single-target view's; analyse the fixed target set from its start")
+            raise KmlError(f"{METHOD_LABELS[snapshot[0]]} {snapshot[1]}-shot iteration {snapshot[2]}: "
+                           f"no target task {SINGLE_TARGET}, the single-target view's; "
+                           "analyse the fixed target set from its start")
         record.update({f"{o}_pct": value for o, value in whole_percentages(per_target.mean()).items()})
         record.update({f"single_target_{o}_pct": value
                        for o, value in whole_percentages(per_target.loc[SINGLE_TARGET]).items()})
         record.update({f"{o}_ci95_pct": round(pooled_ci95(per_target[o]), 1) for o in OUTCOMES})
         if record["lookahead"] == "adam":
             momentum = target_fractions(cross, band, "ratio_to_momentum_only").mean()
-            record.update({f"{o}_vs_momentum_only_pct": value for o, value in whole_percentages(momentum).items()})
+            record.update({f"{o}_vs_momentum_only_pct": value
+                           for o, value in whole_percentages(momentum).items()})
         record.update(n_sources=cross["source_task"].nunique(), n_targets=len(per_target),
                       single_target=SINGLE_TARGET, median_ratio=cross["ratio"].median(),
                       median_abs_change=(cross["ratio"] - 1).abs().median(), self_ratio=own["ratio"].mean(),
                       self_ratio_ci95=pooled_ci95(own["ratio"]))
         records.append(record)
-    summary = pd.DataFrame(records).reindex(columns=[c for c in SUMMARY_COLUMNS if not c.startswith("paper_")])
+    summary = pd.DataFrame(records).reindex(
+        columns=[c for c in SUMMARY_COLUMNS if not c.startswith("paper_")])
     summary = summary.merge(_paper_numbers(), on="method", how="left")
-    summary["paper_note"] = summary["paper_note"].fillna("the paper reports no transference numbers for this method")
+    summary["paper_note"] = summary["paper_note"].fillna(
+        "the paper reports no transference numbers for this method")
     order = {method: i for i, method in enumerate(METHOD_NAMES)}
     summary = summary.sort_values(SNAPSHOT, key=lambda c: c.map(order) if c.name == "method" else c)
     return summary[SUMMARY_COLUMNS].reset_index(drop=True)
 
 
-# ---- words ----------------------------------------------------------------------------------------------------
+# ---- words -------------------------------------------------------------------------------------------------
 
 def step_sizes_in_words(summary: pd.DataFrame) -> str:
     """"α = 0.01 (ProtoNet family), 0.003 (MAML family)": each analysed family's step size."""
-    sizes = summary.drop_duplicates("method").assign(family=lambda f: f["method"].map(lambda m: method_spec(m).family))
+    sizes = summary.drop_duplicates("method").assign(
+        family=lambda f: f["method"].map(lambda m: method_spec(m).family))
     sizes = sizes.drop_duplicates("family")
-    return "α = " + ", ".join(f"{row.step_size:g} ({FAMILY_LABELS[row.family]})" for row in sizes.itertuples())
+    return "α = " + ", ".join(f"{row.step_size:g} ({FAMILY_LABELS[row.family]})"
+                              for row in sizes.itertuples())
 
 
 def lookahead_in_words(summary: pd.DataFrame) -> str:
@@ -198,8 +210,8 @@ def lookahead_in_words(summary: pd.DataFrame) -> str:
     if first["lookahead"] == "sgd":
         rule = f"one gradient step θ − α·∇L(source), {step_sizes_in_words(summary)}"
     else:
-        rule = (f"one step of the training's Adam from the snapshot's state (lr {first['step_size']:g}), whose "
-                "saved momentum is the same for every source")
+        rule = (f"one step of the training's Adam from the snapshot's state (lr {first['step_size']:g}), "
+                "whose saved momentum is the same for every source")
     return f"{rule}, on the {PARAMS_LABELS[first['lookahead_params']]}"
 
 
@@ -221,7 +233,7 @@ def analysis_in_words(summary: pd.DataFrame) -> str:
             f"lookahead: {lookahead_in_words(summary)}")
 
 
-# ---- table --------------------------------------------------------------------------------------------------
+# ---- table -------------------------------------------------------------------------------------------------
 
 def _pct(mean: float, ci: float) -> str:
     if pd.isna(ci):
@@ -250,14 +262,15 @@ def transference_table(summary: pd.DataFrame, note: str | None = None) -> str:
     band = summary["neutral_band"].iloc[0]
     caption = caption_with_note(
         r"Transference: share of source tasks (\%) whose one-task lookahead update lowers (Pos., positive), "
-        rf"leaves within $\pm${band:g} (Neu., neutral) or raises (Neg., negative) a target task's query loss, i.e. "
-        r"loss ratio LR $<$ 1, $|$LR$-$1$|<$" + f"{band:g}" + r", LR $>$ 1; mean $\pm$ 95\% CI over target tasks, "
-        r"whole numbers adding up to 100 (largest remainders). " + latex_words(analysis_in_words(summary))
+        rf"leaves within $\pm${band:g} (Neu., neutral) or raises (Neg., negative) a target task's query "
+        r"loss, i.e. loss ratio LR $<$ 1, $|$LR$-$1$|<$" + f"{band:g}" + r", LR $>$ 1; mean $\pm$ 95\% CI "
+        r"over target tasks, whole numbers adding up to 100 (largest remainders). "
+        + latex_words(analysis_in_words(summary))
         + r". $K$: shots. Iter.: training iterations of the snapshot. "
-        rf"Target {SINGLE_TARGET}: positive / neutral / negative on target task {SINGLE_TARGET} alone, the paper's "
-        r"single-target view. Self: LR of a lookahead on the target task itself (mean over targets). "
-        r"Paper: positive / neutral / negative from the project page figure (one target, shots and training "
-        r"stage not stated, so repeated on every row).",
+        rf"Target {SINGLE_TARGET}: positive / neutral / negative on target task {SINGLE_TARGET} alone, "
+        r"the paper's single-target view. Self: LR of a lookahead on the target task itself (mean over "
+        r"targets). Paper: positive / neutral / negative from the project page figure (one target, shots and "
+        r"training stage not stated, so repeated on every row).",
         note,
     )
     header = ["Method", "$K$", "Iter.", "Pos.", "Neu.", "Neg.", f"Target {SINGLE_TARGET}", "Self", "Paper"]

@@ -8,11 +8,11 @@ transfer than its baselines? From the analysis's rows (kml/report/transference.p
 
 Each target task gives one paired difference (its fraction of sources with the outcome under the KML method
 minus under the baseline, counted in whole sources; both see the same sources and targets, which is checked);
-kml.stats.paired_difference gives the mean, its t interval and the paired t-test's p-value. The p-values are Holm-adjusted over every row of
-the file (kml.stats.holm), since the same claim is tested at every snapshot, shot count and baseline, and
-kml.stats.verdict reads the adjusted one against the paper's difference: the paper's teaser gives
-MProtoNet+KML 13 points more positive transfer than ProtoNet and 15 more than MProtoNet (8 and 9 fewer
-negative); it gives no MMAML-family numbers, so those rows have no paper direction.
+kml.stats.paired_difference gives the mean, its t interval and the paired t-test's p-value. The p-values are
+Holm-adjusted over every row of the file (kml.stats.holm), since the same claim is tested at every snapshot,
+shot count and baseline, and kml.stats.verdict reads the adjusted one against the paper's difference: the
+paper's teaser gives MProtoNet+KML 13 points more positive transfer than ProtoNet and 15 more than MProtoNet
+(8 and 9 fewer negative); it gives no MMAML-family numbers, so those rows have no paper direction.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ CLAIM_PAIRS = (("mprotonet_kml", "protonet"), ("mprotonet_kml", "mprotonet"), ("
 CLAIM_OUTCOMES = ("positive", "negative")
 CLAIMS_COLUMNS = ["setting", "shots", "iteration", "method", "baseline", "outcome", "delta_pct", "ci95_pct",
                   "p_value", "p_holm", "n_targets", "paper_delta_pct", "verdict"]
-VERDICT_SHORT = {"reproduced": "repr.", "contradicted": "contra.", NOT_SIGNIFICANT: "n.s.", NO_PAPER_DIRECTION: "--"}
+VERDICT_SHORT = {"reproduced": "repr.", "contradicted": "contra.", NOT_SIGNIFICANT: "n.s.",
+                 NO_PAPER_DIRECTION: "--"}
 DECIMALS = 2  # of the differences and intervals in claims.csv (percentage points)
 SET_KEYS = {"target": ["target_task", "target_classes"], "source": ["source_task", "source_classes"]}
 
@@ -47,16 +48,18 @@ def _paper_delta(method: str, baseline: str, outcome: str) -> float:
 
 
 def _same_tasks(mine: pd.DataFrame, theirs: pd.DataFrame, what: str) -> None:
-    """The two snapshots' cross rows must hold the same source and target tasks, or a pairing means nothing."""
+    """The two snapshots' cross rows must hold the same source and target tasks, or a pairing means
+    nothing."""
     for kind, keys in SET_KEYS.items():
         if not mine[keys].drop_duplicates().reset_index(drop=True).equals(
                 theirs[keys].drop_duplicates().reset_index(drop=True)):
-            raise KmlError(f"{what}: the two methods' {kind} tasks differ; analyse every method with the same "
-                           "transference section (seed, modes, sources, targets)")
+            raise KmlError(f"{what}: the two methods' {kind} tasks differ; analyse every method with the "
+                           "same transference section (seed, modes, sources, targets)")
 
 
 def transference_claims(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per (shots, iteration, KML method, baseline, outcome) analysed for both; columns CLAIMS_COLUMNS."""
+    """One row per (shots, iteration, KML method, baseline, outcome) analysed for both; columns
+    CLAIMS_COLUMNS."""
     cross = rows[~rows["self"]]
     records = []
     for method, baseline in CLAIM_PAIRS:
@@ -71,15 +74,16 @@ def transference_claims(rows: pd.DataFrame) -> pd.DataFrame:
             ours, base = target_counts(mine, band), target_counts(theirs, band)
             sources = ours.sum(axis=1)  # per target; the same for both (checked above)
             for outcome in CLAIM_OUTCOMES:
-                # Each target's difference in whole sources, then in %: equal differences are equal numbers (as
-                # differences of two percentages, rounding would make them differ in the last bit).
+                # Each target's difference in whole sources, then in %: equal differences are equal numbers
+                # (as differences of two percentages, rounding would make them differ in the last bit).
                 per_target = 100 * (ours[outcome] - base[outcome]) / sources
                 difference = paired_difference(per_target, np.zeros(len(per_target)))
                 records.append({"setting": mine["setting"].iloc[0], "shots": shots, "iteration": iteration,
                                 "method": method, "baseline": baseline, "outcome": outcome,
                                 "delta_pct": round(difference.mean, DECIMALS),
                                 "ci95_pct": round(difference.ci95, DECIMALS), "p_value": difference.p_value,
-                                "n_targets": difference.n, "paper_delta_pct": _paper_delta(method, baseline, outcome)})
+                                "n_targets": difference.n,
+                                "paper_delta_pct": _paper_delta(method, baseline, outcome)})
     claims = pd.DataFrame(records, columns=[c for c in CLAIMS_COLUMNS if c not in ("p_holm", "verdict")])
     claims["p_holm"] = holm(claims["p_value"]) if len(claims) else []
     claims["verdict"] = [verdict(d, p, paper) for d, p, paper in
@@ -87,7 +91,7 @@ def transference_claims(rows: pd.DataFrame) -> pd.DataFrame:
     return claims[CLAIMS_COLUMNS]
 
 
-# ---- table --------------------------------------------------------------------------------------------------
+# ---- table -------------------------------------------------------------------------------------------------
 
 def _delta(value: float, ci: float) -> str:
     if np.isnan(ci):
@@ -121,8 +125,8 @@ def _table_rows(claims: pd.DataFrame, columns: int) -> list[str]:
             body.append(rf"\multicolumn{{{columns}}}{{l}}{{\textit{{{latex_words(heading)}}}}} \\")
         cells = [str(key[2]), str(key[3])]
         for outcome in CLAIM_OUTCOMES:
-            cells += [_delta(row[("delta_pct", outcome)], row[("ci95_pct", outcome)]), _p(row[("p_holm", outcome)]),
-                      VERDICT_SHORT[row[("verdict", outcome)]]]
+            cells += [_delta(row[("delta_pct", outcome)], row[("ci95_pct", outcome)]),
+                      _p(row[("p_holm", outcome)]), VERDICT_SHORT[row[("verdict", outcome)]]]
         body.append(" & ".join(cells) + r" \\")
         previous = pair
     return body
@@ -135,12 +139,12 @@ def claims_table(claims: pd.DataFrame, summary: pd.DataFrame, note: str | None =
         rf"\multicolumn{{{len(columns)}}}{{c}}{{no KML method was analysed beside one of its baselines}} \\"]
     n_targets = int(claims["n_targets"].max()) if len(claims) else 0
     caption = caption_with_note(
-        r"Transference claims: KML method minus baseline in the share of source tasks (percentage points) with "
-        rf"positive and with negative transfer, paired over the {n_targets} shared target tasks (mean $\pm$ 95\% "
-        r"t interval); p: paired t-test, Holm-adjusted over every row. Headings: the difference in the paper's "
-        r"teaser figure (one target, shots and training stage not stated). Verdict: repr.\ (significant, the "
-        r"paper's direction), contra.\ (significant, the opposite direction), n.s.\ (not significant), -- (no "
-        r"paper number). " + latex_words(analysis_in_words(summary)) + ".",
+        r"Transference claims: KML method minus baseline in the share of source tasks (percentage points) "
+        rf"with positive and with negative transfer, paired over the {n_targets} shared target tasks (mean "
+        r"$\pm$ 95\% t interval); p: paired t-test, Holm-adjusted over every row. Headings: the difference "
+        r"in the paper's teaser figure (one target, shots and training stage not stated). Verdict: repr.\ "
+        r"(significant, the paper's direction), contra.\ (significant, the opposite direction), n.s.\ (not "
+        r"significant), -- (no paper number). " + latex_words(analysis_in_words(summary)) + ".",
         note,
     )
     header = ["$K$", "Iter.", r"$\Delta$ positive", "p", "Verdict", r"$\Delta$ negative", "p", "Verdict"]

@@ -2,7 +2,8 @@
 
     DIR/figures/transference_histograms.{pdf,png}     LR histogram per method and shots at the last snapshot,
                                                       pooled over the targets, self-transference marked,
-                                                      positive / neutral / negative bars (ours and the paper's)
+                                                      positive / neutral / negative bars (ours and the
+                                                      paper's)
     DIR/figures/transference_checkpoints.{pdf,png}    the pooled histograms across training snapshots (rows:
                                                       methods, columns: snapshots; 1-shot and 5-shot overlaid)
     DIR/figures/transference_single_target.{pdf,png}  the paper's view: the same grid on the single target
@@ -45,8 +46,8 @@ KML_PAIRS = (("mmaml", "mmaml_kml"), ("mprotonet", "mprotonet_kml"))
 
 # Figure styling.
 HISTOGRAM_BINS = 50  # about the paper's bar width over its LR range
-# The x range: a few extreme ratios (a large step on a sharply curved loss) would squeeze the rest into a bar or
-# two; beyond it they are counted in the outermost bars, as the figures' titles say.
+# The x range: a few extreme ratios (a large step on a sharply curved loss) would squeeze the rest into a bar
+# or two; beyond it they are counted in the outermost bars, as the figures' titles say.
 AXIS_QUANTILES = (0.02, 0.98)
 OUTCOME_COLORS = {"positive": "#2ca02c", "neutral": "#b0b0b0", "negative": "#d62728"}
 HISTOGRAM_COLOR = "#4c72b0"
@@ -67,7 +68,8 @@ X_LABEL = "loss ratio LR (target loss after / before)"
 
 
 def _edges(ratios: pd.Series, band: float) -> tuple[float, float]:
-    """The common histogram range: the central AXIS_QUANTILES of the ratios, always showing the neutral band."""
+    """The common histogram range: the central AXIS_QUANTILES of the ratios, always showing the neutral
+    band."""
     low, high = ratios.quantile(list(AXIS_QUANTILES))
     return min(low, 1 - 2 * band), max(high, 1 + 2 * band)
 
@@ -76,14 +78,15 @@ def _histogram(ax: Axes, cross: pd.DataFrame, edges: tuple[float, float], color:
                filled: bool) -> None:
     """Sources per target (weights 1/n_targets), ratios beyond the axis clipped into the outermost bars."""
     data = pd.DataFrame({"ratio": cross["ratio"].clip(*edges), "weight": 1 / cross["target_task"].nunique()})
-    style = {"element": "bars", "alpha": 0.7, "linewidth": 0.3} if filled else {"element": "step", "fill": False,
-                                                                              "linewidth": 1.4}
-    sns.histplot(data=data, x="ratio", weights="weight", bins=HISTOGRAM_BINS, binrange=edges, ax=ax, color=color,
-                 label=label, **style)
+    style = ({"element": "bars", "alpha": 0.7, "linewidth": 0.3} if filled
+             else {"element": "step", "fill": False, "linewidth": 1.4})
+    sns.histplot(data=data, x="ratio", weights="weight", bins=HISTOGRAM_BINS, binrange=edges, ax=ax,
+                 color=color, label=label, **style)
     ax.set_xlim(*edges)
 
 
-def _panel(ax: Axes, band: float, title: str, x_label: bool, y_label: str = "source tasks per target") -> None:
+def _panel(ax: Axes, band: float, title: str, x_label: bool,
+           y_label: str = "source tasks per target") -> None:
     """The neutral band and LR = 1 behind the histograms, a title and the axis labels (after seaborn's)."""
     ax.axvspan(1 - band, 1 + band, color=OUTCOME_COLORS["neutral"], alpha=0.35, linewidth=0, zorder=0)
     ax.axvline(1, color="0.3", linewidth=0.8, linestyle=":", zorder=0)
@@ -93,7 +96,8 @@ def _panel(ax: Axes, band: float, title: str, x_label: bool, y_label: str = "sou
 
 
 def _mark_self(ax: Axes, own: pd.DataFrame, edges: tuple[float, float], color: str) -> None:
-    """The mean self-transference as a dashed line, each target's as a tick on the x axis (clipped as the bars)."""
+    """The mean self-transference as a dashed line, each target's as a tick on the x axis (clipped as the
+    bars)."""
     ax.axvline(np.clip(own["ratio"].mean(), *edges), color=color, linestyle="--", linewidth=1.2)
     ax.plot(own["ratio"].clip(*edges), np.zeros(len(own)), "|", color=color, markersize=9, clip_on=False)
 
@@ -136,8 +140,10 @@ def _new_figure(width: float, height: float) -> Figure:
     return Figure(figsize=(max(width, MIN_FIGURE_WIDTH), height), layout="constrained")
 
 
-def _title(figure: Figure, what: str, summary: pd.DataFrame, note: str | None, histograms: bool = True) -> None:
-    # The note goes under the title, where it is read first (the smoke preset's says its numbers show nothing).
+def _title(figure: Figure, what: str, summary: pd.DataFrame, note: str | None,
+           histograms: bool = True) -> None:
+    # The note goes under the title, where it is read first (the smoke preset's says its numbers show
+    # nothing).
     width = int(figure.get_figwidth() * TITLE_CHARS_PER_INCH)
     described = analysis_in_words(summary) + "."
     if histograms:
@@ -147,7 +153,8 @@ def _title(figure: Figure, what: str, summary: pd.DataFrame, note: str | None, h
 
 
 def _band_handle(band: float) -> Patch:
-    return Patch(color=OUTCOME_COLORS["neutral"], alpha=0.6, label=f"neutral: |LR − 1| < {band:g} (shaded band)")
+    return Patch(color=OUTCOME_COLORS["neutral"], alpha=0.6,
+                 label=f"neutral: |LR − 1| < {band:g} (shaded band)")
 
 
 def _self_handle(color: str, whose: str, per_target: bool = True) -> Line2D:
@@ -192,12 +199,14 @@ def histogram_figure(rows: pd.DataFrame, summary: pd.DataFrame, note: str | None
                 mine = chosen[(chosen["method"] == method) & (chosen["shots"] == k)]
                 _histogram(ax, mine[~mine["self"]], edges, HISTOGRAM_COLOR, "", filled=True)
                 _mark_self(ax, mine[mine["self"]], edges, SELF_COLOR)
-                _panel(ax, band, f"{METHOD_LABELS[method]}, {k}-shot\nafter {row['iteration']} training iterations",
+                _panel(ax, band,
+                       f"{METHOD_LABELS[method]}, {k}-shot\nafter {row['iteration']} training iterations",
                        x_label=True)
                 _outcome_bars(bar_ax, {"ours": row, **_paper_bar(row)})
     _title(figure, "Transference: how one meta-update on a source task changes a target task's loss "
                    "(all targets pooled)", summary, note)
-    outcome_handles = [Patch(color=OUTCOME_COLORS["positive"], label="positive transfer: LR < 1 (share of sources)"),
+    outcome_handles = [Patch(color=OUTCOME_COLORS["positive"],
+                             label="positive transfer: LR < 1 (share of sources)"),
                        _band_handle(band),
                        Patch(color=OUTCOME_COLORS["negative"], label="negative transfer: LR > 1")]
     _legend(figure, [*outcome_handles, _self_handle(SELF_COLOR, "")])
@@ -253,8 +262,8 @@ def _snapshot_grid(rows: pd.DataFrame, summary: pd.DataFrame, target: int | None
 def checkpoint_figure(rows: pd.DataFrame, summary: pd.DataFrame, note: str | None = None) -> Figure:
     """Rows: methods; columns: training snapshots; in each panel the shots' LR histograms, targets pooled."""
     figure = _snapshot_grid(rows, summary, target=None)
-    _title(figure, "Transference across training: LR histograms at each training snapshot (all targets pooled; "
-                   "percentages: mean over targets)", summary, note)
+    _title(figure, "Transference across training: LR histograms at each training snapshot "
+                   "(all targets pooled; percentages: mean over targets)", summary, note)
     return figure
 
 
@@ -262,8 +271,8 @@ def single_target_figure(rows: pd.DataFrame, summary: pd.DataFrame, note: str | 
     """The paper's view: every source's LR on one target task, per method and snapshot (shots overlaid)."""
     figure = _snapshot_grid(rows, summary, target=SINGLE_TARGET)
     classes = rows.loc[rows["target_task"] == SINGLE_TARGET, "target_classes"].iloc[0].replace("|", ", ")
-    _title(figure, f"Transference on one target task, as in the paper: target task {SINGLE_TARGET}, the first of "
-                   f"the fixed target set, chosen before any result ({classes})", summary, note)
+    _title(figure, f"Transference on one target task, as in the paper: target task {SINGLE_TARGET}, "
+                   f"the first of the fixed target set, chosen before any result ({classes})", summary, note)
     return figure
 
 
@@ -286,13 +295,14 @@ def per_target_figure(rows: pd.DataFrame, summary: pd.DataFrame, note: str | Non
             if mine.empty:
                 continue
             fractions = target_fractions(mine, band)
-            spread = np.linspace(-STRIP_WIDTH, STRIP_WIDTH, len(fractions)) if len(fractions) > 1 else np.zeros(1)
+            spread = (np.linspace(-STRIP_WIDTH, STRIP_WIDTH, len(fractions)) if len(fractions) > 1
+                      else np.zeros(1))
             for outcome, offset in offsets.items():
                 values = fractions[outcome]
                 ax.scatter(x + offset + spread, values, s=9, color=OUTCOME_COLORS[outcome], alpha=0.6,
                            linewidth=0, zorder=2)
-                ax.plot([x + offset - STRIP_WIDTH, x + offset + STRIP_WIDTH], [values.mean()] * 2, color="black",
-                        linewidth=1.6, zorder=3)
+                ax.plot([x + offset - STRIP_WIDTH, x + offset + STRIP_WIDTH], [values.mean()] * 2,
+                        color="black", linewidth=1.6, zorder=3)
                 single[outcome].append((x + offset, values.loc[SINGLE_TARGET]))
         for outcome, points in single.items():
             if points:
@@ -311,8 +321,10 @@ def per_target_figure(rows: pd.DataFrame, summary: pd.DataFrame, note: str | Non
            histograms=False)
     dot = {"marker": "o", "linestyle": "none", "markersize": 4}
     _legend(figure, [
-        Line2D([], [], color=OUTCOME_COLORS["positive"], label="positive transfer (LR < 1), one dot per target", **dot),
-        Line2D([], [], color=OUTCOME_COLORS["negative"], label="negative transfer (LR > 1), one dot per target", **dot),
+        Line2D([], [], color=OUTCOME_COLORS["positive"],
+               label="positive transfer (LR < 1), one dot per target", **dot),
+        Line2D([], [], color=OUTCOME_COLORS["negative"],
+               label="negative transfer (LR > 1), one dot per target", **dot),
         Line2D([], [], marker="D", linestyle=":", color="0.5", markeredgecolor=SINGLE_TARGET_COLOR,
                label=f"target task {SINGLE_TARGET}: the single-target view's"),
         Line2D([], [], color="black", linewidth=1.6, label="mean over targets"),
@@ -320,7 +332,8 @@ def per_target_figure(rows: pd.DataFrame, summary: pd.DataFrame, note: str | Non
     return figure
 
 
-def _positive_across_training(ax: Axes, summary: pd.DataFrame, pair: tuple[str, str], shots: list[int]) -> None:
+def _positive_across_training(ax: Axes, summary: pd.DataFrame, pair: tuple[str, str],
+                              shots: list[int]) -> None:
     """The pair's positive fraction (± 95% CI over targets, clipped to [0, 100]) across snapshots."""
     iterations = sorted(summary.loc[summary["method"].isin(pair), "iteration"].unique())
     span = (max(iterations) - min(iterations)) or max(iterations)
@@ -354,12 +367,14 @@ def kml_figure(rows: pd.DataFrame, summary: pd.DataFrame, note: str | None = Non
     figure = _new_figure(5.0 * len(pairs) + 0.6, 2.7 * (len(shots) + 1) + 2.0)
     title = "Transference: modulated methods with and without kernel modulation (KML)"
     if not pairs:
-        figure.text(0.5, 0.5, "Neither a modulated method (MMAML, MProtoNet) nor its KML version was analysed.",
+        figure.text(0.5, 0.5,
+                    "Neither a modulated method (MMAML, MProtoNet) nor its KML version was analysed.",
                     ha="center", va="center")
         _title(figure, title, summary, note)
         return figure
     last = summary.loc[summary.groupby(["method", "shots"], sort=False)["iteration"].idxmax()]
-    shown = rows.merge(last.loc[last["method"].isin([m for pair in pairs for m in pair]), SNAPSHOT], on=SNAPSHOT)
+    shown = rows.merge(last.loc[last["method"].isin([m for pair in pairs for m in pair]), SNAPSHOT],
+                       on=SNAPSHOT)
     edges = _edges(shown["ratio"], band)
     axes = figure.subplots(len(shots) + 1, len(pairs), squeeze=False)
     for j, pair in enumerate(pairs):
@@ -376,10 +391,11 @@ def kml_figure(rows: pd.DataFrame, summary: pd.DataFrame, note: str | None = Non
                 row = at.loc[at["iteration"].idxmax()]
                 mine = _snapshot_rows(rows, method, k, row["iteration"])
                 _histogram(ax, mine[~mine["self"]], edges, color,
-                           f"{METHOD_LABELS[method]} (iteration {row['iteration']}): {row['positive_pct']:.0f}% "
-                           "positive", filled=False)
+                           f"{METHOD_LABELS[method]} (iteration {row['iteration']}): "
+                           f"{row['positive_pct']:.0f}% positive", filled=False)
                 _mark_self(ax, mine[mine["self"]], edges, color)
-            _panel(ax, band, f"{' vs '.join(METHOD_LABELS[m] for m in pair)}, {k}-shot, last snapshot", x_label=True)
+            _panel(ax, band, f"{' vs '.join(METHOD_LABELS[m] for m in pair)}, {k}-shot, last snapshot",
+                   x_label=True)
             ax.legend(fontsize="x-small", loc="upper left")
         ax = axes[-1, j]
         ax.grid(alpha=0.3)
@@ -389,8 +405,8 @@ def kml_figure(rows: pd.DataFrame, summary: pd.DataFrame, note: str | None = Non
     return figure
 
 
-MAKERS = {"histograms": histogram_figure, "checkpoints": checkpoint_figure, "single_target": single_target_figure,
-          "per_target": per_target_figure, "kml": kml_figure}
+MAKERS = {"histograms": histogram_figure, "checkpoints": checkpoint_figure,
+          "single_target": single_target_figure, "per_target": per_target_figure, "kml": kml_figure}
 
 
 def write_transference_figures(rows: pd.DataFrame, summary: pd.DataFrame, out_dir: Path,
