@@ -35,7 +35,7 @@ class ConfigError(KmlError, ValueError):
     """A configuration file or value is invalid; the message names the key and the fix."""
 
 
-# ---- value types ---------------------------------------------------------------------------------------------
+# ---- value types -------------------------------------------------------------------------------------------
 
 FLOAT32_MAX = 3.4028234663852886e38
 
@@ -160,7 +160,7 @@ EVERY_JOB_READS = ReadBy(EVERY_JOB)
 ANALYSIS_READS = ReadBy(TRANSFERENCE)  # of the transference section: not its step-size sweep
 
 
-# ---- sections ------------------------------------------------------------------------------------------------
+# ---- sections ----------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True, config=SECTION)
 class TaskConfig:
@@ -194,7 +194,8 @@ class ModelConfig:
     embedding_dim: Annotated[PositiveInt, ReadBy(TRAIN, _modulated)] = 128
     # KML kernel form: "residual" W*(J+M) as in the paper; "released" W*M as in the released code (§4.4).
     kml_form: Annotated[Literal["residual", "released"], ReadBy(TRAIN, _kernel_modulated)] = "residual"
-    # Which set the query pass's task embedding comes from; "query" is the released ProtoNet code's quirk (§5.2).
+    # Which set the query pass's task embedding comes from; "query" is the released ProtoNet code's quirk
+    # (§5.2).
     query_embedding: Annotated[Literal["support", "query"], ReadBy(TRAIN, _modulated)] = "support"
 
 
@@ -225,7 +226,8 @@ class OptimConfig:
     # Two Adams: base network and modulation network (task encoder + generator).
     lr: Positive = 1e-3
     modulation_lr: Annotated[Positive, ReadBy(TRAIN, _modulated)] = 1e-3
-    # Multiply both learning rates by lr_decay_factor every lr_decay_every iterations (ProtoNet family: 10000).
+    # Multiply both learning rates by lr_decay_factor every lr_decay_every iterations (ProtoNet family:
+    # 10000).
     lr_decay_every: PositiveInt | None = None
     lr_decay_factor: Annotated[Positive, ReadBy(TRAIN, _decaying)] = 0.5
 
@@ -297,9 +299,9 @@ class StepSizeSweepConfig:
 
 @dataclass(frozen=True, config=SECTION)
 class TransferenceConfig:
-    """Loss-ratio analysis (docs/transference.md, docs/specification.md §8): sources from one mode's meta-train
-    split, targets from another's meta-test split. The analysis and its step-size sweep (`--sweep`) share the
-    fixed tasks; each reads only its own keys of the rest.
+    """Loss-ratio analysis (docs/transference.md, docs/specification.md §8): sources from one mode's
+    meta-train split, targets from another's meta-test split. The analysis and its step-size sweep
+    (`--sweep`) share the fixed tasks; each reads only its own keys of the rest.
     """
 
     read_by: ClassVar[ReadBy] = ReadBy(TRANSFERENCE | SWEEP)
@@ -310,8 +312,9 @@ class TransferenceConfig:
     # The paper used one target task; several give the positive fraction a confidence interval.
     targets: Annotated[PositiveInt, ANALYSIS_READS] = 20
     seed: Int = 5
-    # "sgd": the paper's θ − α·∇L_i, α = step_size of the run's family; "adam": the training optimizer's next
-    # step from the snapshot's state, which is mostly the same momentum for every source (docs/transference.md).
+    # "sgd": the paper's θ − α·∇L_i, α = step_size of the run's family; "adam": the training optimizer's
+    # next step from the snapshot's state, which is mostly the same momentum for every source
+    # (docs/transference.md).
     lookahead: Annotated[Literal["sgd", "adam"], ANALYSIS_READS] = "sgd"
     step_size: Annotated[FamilyStepSizes, ANALYSIS_READS] = FamilyStepSizes()
     # "all": base and modulation networks; "base": the base network only.
@@ -324,8 +327,9 @@ class TransferenceConfig:
 
 
 SECTIONS: dict[str, type] = {
-    "task": TaskConfig, "data": DataConfig, "model": ModelConfig, "maml": MAMLConfig, "protonet": ProtoNetConfig,
-    "optim": OptimConfig, "train": TrainConfig, "eval": EvalConfig, "transference": TransferenceConfig,
+    "task": TaskConfig, "data": DataConfig, "model": ModelConfig, "maml": MAMLConfig,
+    "protonet": ProtoNetConfig, "optim": OptimConfig, "train": TrainConfig, "eval": EvalConfig,
+    "transference": TransferenceConfig,
 }
 
 
@@ -371,7 +375,7 @@ class RunConfig:
 _RUN_CONFIG = TypeAdapter(RunConfig)
 
 
-# ---- who reads what -------------------------------------------------------------------------------------------
+# ---- who reads what ----------------------------------------------------------------------------------------
 
 def reader(cls: type, key: str) -> ReadBy | None:
     """The `ReadBy` of a key of RunConfig or of one of its sections: the key's own, else (for a key holding a
@@ -401,7 +405,8 @@ def read_values(values: Mapping[str, Any], job: str, *, resumable: bool = True) 
             if by is not None and (not by.reads(job, run) or (by.resumable and not resumable)):
                 continue
             inner = cls.__pydantic_fields__[key].annotation if key in cls.__pydantic_fields__ else None
-            if hasattr(inner, "read_by") and isinstance(value, Mapping):  # a section: what the job reads of it
+            # A section: what the job reads of it.
+            if hasattr(inner, "read_by") and isinstance(value, Mapping):
                 value = read(inner, value)
                 if not value:
                     continue
@@ -411,7 +416,7 @@ def read_values(values: Mapping[str, Any], job: str, *, resumable: bool = True) 
     return read(RunConfig, values)
 
 
-# ---- reading and writing ---------------------------------------------------------------------------------------
+# ---- reading and writing -----------------------------------------------------------------------------------
 
 def run_config_from_dict(values: Mapping[str, Any]) -> RunConfig:
     """A validated RunConfig; a ConfigError names the first bad keys."""
@@ -424,8 +429,8 @@ def run_config_from_dict(values: Mapping[str, Any]) -> RunConfig:
 def trained_config(recorded: Mapping[str, Any]) -> RunConfig:
     """The configuration saved with a model or snapshot by `kml train`, as far as its training read it.
 
-    What only other jobs read (evaluation, transference) is left out, so that a model trained by an earlier kml
-    stays usable after those keys change.
+    What only other jobs read (evaluation, transference) is left out, so that a model trained by an earlier
+    kml stays usable after those keys change.
     """
     return run_config_from_dict(read_values(recorded, "train"))
 
@@ -450,7 +455,7 @@ def save_run_config(config: RunConfig, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
-# ---- messages --------------------------------------------------------------------------------------------------
+# ---- messages ----------------------------------------------------------------------------------------------
 
 MAX_REPORTED_ERRORS = 3
 

@@ -24,7 +24,8 @@ def test_modes_take_the_canonical_order_and_family_follows_the_method():
     ("values", "message"),
     [
         ({"method": "maml", "modes": ["fc100"], "train": {"iteratons": 5}}, "train.iteratons: unknown key"),
-        ({"method": "maml", "modes": ["fc100"], "maml": {"inner_lr": "fast"}}, "maml.inner_lr: expected a number"),
+        ({"method": "maml", "modes": ["fc100"], "maml": {"inner_lr": "fast"}},
+         "maml.inner_lr: expected a number"),
         ({"method": "maml", "modes": ["fc100"], "train": {"iterations": True}}, "expected an integer"),
         ({"method": "maml", "modes": ["fc100"], "model": {"kml_form": "J+M"}}, "model.kml_form"),
         ({"method": "kml", "modes": ["fc100"]}, "unknown method 'kml'"),
@@ -33,7 +34,8 @@ def test_modes_take_the_canonical_order_and_family_follows_the_method():
         ({"modes": ["fc100"]}, "method"),
         ({"method": "maml", "modes": ["fc100"], "transference": {"step_size": {"mamll": 0.1}}},
          "transference.step_size.mamll: unknown key"),
-        ({"method": "maml", "modes": ["fc100"], "transference": {"lookahead": "momentum"}}, "transference.lookahead"),
+        ({"method": "maml", "modes": ["fc100"], "transference": {"lookahead": "momentum"}},
+         "transference.lookahead"),
     ],
 )
 def test_bad_values_are_rejected_with_the_key_named(values, message):
@@ -61,7 +63,8 @@ def test_unreadable_file_is_named(tmp_path):
 
 @pytest.mark.parametrize("value", [False, True, "released"])
 def test_protonet_transductive_takes_a_boolean_or_released_and_keeps_it_through_yaml(value, tmp_path):
-    config = run_config_from_dict({"method": "protonet", "modes": ["fc100"], "protonet": {"transductive": value}})
+    config = run_config_from_dict(
+        {"method": "protonet", "modes": ["fc100"], "protonet": {"transductive": value}})
     assert config.protonet.transductive is value or config.protonet.transductive == value == "released"
     save_run_config(config, tmp_path / "run.yaml")
     assert load_run_config(tmp_path / "run.yaml") == config

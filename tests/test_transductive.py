@@ -95,10 +95,11 @@ def test_at_one_shot_the_support_image_drops_out():
     moved = torch.from_numpy(support + 100.0)  # the prototypes it starts from stay where they were
     refined = released_refine_prototypes(prototypes, moved, torch.from_numpy(queries), shots=1)
     torch.testing.assert_close(
-        refined, released_refine_prototypes(prototypes, torch.from_numpy(support), torch.from_numpy(queries), shots=1))
+        refined,
+        released_refine_prototypes(prototypes, torch.from_numpy(support), torch.from_numpy(queries), shots=1))
 
 
-# ---- in the model: kml's tasks sorted by label, laid out as the released ones ----------------------------------
+# ---- in the model: kml's tasks sorted by label, laid out as the released ones ------------------------------
 
 def tiny(shots, transductive):
     config = RunConfig(
@@ -114,7 +115,8 @@ def kml_task(shots, seed=0):
     ordered as BLOCK_ORDER, so the released layout puts class BLOCK_ORDER[j] in block j."""
     generator = torch.Generator().manual_seed(seed)
     support = torch.randint(0, 128, (WAYS * shots, 3, SIZE, SIZE), generator=generator).double()
-    brightness = torch.tensor(BLOCK_ORDER).argsort().double() * 128  # class BLOCK_ORDER[j] is the j-th darkest
+    # Class BLOCK_ORDER[j] is the j-th darkest.
+    brightness = torch.tensor(BLOCK_ORDER).argsort().double() * 128
     support = (support + brightness.repeat_interleave(shots)[:, None, None, None]) / 255
     query = torch.randint(0, 256, (WAYS * QUERIES, 3, SIZE, SIZE), generator=generator).double() / 255
     labels = torch.arange(WAYS).repeat_interleave(shots)
@@ -147,10 +149,12 @@ def test_the_model_reads_block_j_as_the_released_tasks_laid_it_out(shots):
 def test_the_layout_does_not_depend_on_where_the_rows_of_each_class_are():
     support_x, support_y, query_x = kml_task(5, seed=1)
     model = tiny(5, "released")
-    interleaved = torch.arange(WAYS * 5).reshape(WAYS, 5).T.flatten()  # rows 0, 5, 10, 1, 6, ...: same class order
+    # Rows 0, 5, 10, 1, 6, ...: the same class order.
+    interleaved = torch.arange(WAYS * 5).reshape(WAYS, 5).T.flatten()
     with torch.no_grad():
-        torch.testing.assert_close(model.query_logits(support_x[interleaved], support_y[interleaved], query_x),
-                                   model.query_logits(support_x, support_y, query_x))
+        torch.testing.assert_close(
+            model.query_logits(support_x[interleaved], support_y[interleaved], query_x),
+            model.query_logits(support_x, support_y, query_x))
 
 
 def test_vmapped_tasks_compute_what_the_loop_computes():
