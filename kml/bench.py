@@ -57,7 +57,7 @@ from kml.methods.base import MetaLearner
 from kml.methods.registry import build_method
 from kml.methods.table import JOINT_METHOD_NAMES as JOINT_METHODS
 from kml.plan import Plan
-from kml.train import build_optimizers
+from kml.train import build_optimizers, training_step
 
 CSV_COLUMNS = (
     "date", "device", "method", "ways", "shots", "queries", "meta_batch_size", "image_size", "repeats",
@@ -537,16 +537,10 @@ def joint_key(method: str, shots: int) -> CostKey:
 
 def _training_step(method: MetaLearner, optimizers: dict[str, torch.optim.Adam], sampler: MultimodalSampler,
                    execution: Execution) -> Callable[[int], None]:
-    """One meta-training iteration as `kml train` runs it: sample, convert on the device, update."""
+    """One meta-training iteration as `kml train` runs it: sample, convert on the device, `training_step`."""
 
     def step(index: int) -> None:
-        loss = execution.run(method, sampler.meta_batch(index).to(execution.device)).loss
-        loss.item()  # training logs the loss every iteration
-        for optimizer in optimizers.values():
-            optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        for optimizer in optimizers.values():
-            optimizer.step()
+        training_step(method, optimizers, sampler.meta_batch(index).to(execution.device), execution)
 
     return step
 
