@@ -22,7 +22,7 @@ from pathlib import Path
 from kml.bench.bf16 import bench_bf16
 from kml.bench.output import Row, append_rows, markdown_table, prepare_csv, summary_line
 from kml.bench.sampler import bench_sampler
-from kml.bench.settings import BenchError, BenchSettings, requested_settings
+from kml.bench.settings import BenchError, BenchSettings, WorkflowPlan, requested_settings
 from kml.bench.training import bench_training
 from kml.bench.transference import bench_transference
 
@@ -44,13 +44,22 @@ def chosen_benchmarks(only: Sequence[str] | None) -> list[str]:
     return names
 
 
+def estimates_paper_preset(only: Sequence[str] | None, methods: Sequence[str] | None,
+                           shots: Sequence[int] | None) -> bool:
+    """Whether a run with these options ends with the paper-preset estimate, which needs the workflow's plan:
+    it runs the training benchmark for every joint method at both shot counts."""
+    training = "training" in chosen_benchmarks(only)
+    return training and requested_settings(False, methods, shots).every_configuration
+
+
 def run_benchmarks(out: Path, only: Sequence[str] | None = None, quick: bool = False,
-                   methods: Sequence[str] | None = None, shots: Sequence[int] | None = None) -> list[Row]:
+                   methods: Sequence[str] | None = None, shots: Sequence[int] | None = None,
+                   workflow: WorkflowPlan | None = None) -> list[Row]:
     """Run the chosen benchmarks (by default all but OPT_IN's); append each result's row to `out` as soon as
     it is measured (a long run interrupted keeps what it measured), rewrite the Markdown table beside it and
-    print a line."""
+    print a line. `workflow`: the jobs the paper-preset estimate counts (None: no estimate)."""
     names = chosen_benchmarks(only)
-    settings = requested_settings(quick, methods, shots)
+    settings = requested_settings(quick, methods, shots, workflow)
     prepare_csv(out)
     results = []
     for name in names:

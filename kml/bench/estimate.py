@@ -5,25 +5,12 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Iterator
-from pathlib import Path
 
-import yaml
-
-import kml
 from kml.bench.output import EstimateResult, TrainingResult
+from kml.bench.settings import WorkflowPlan
 from kml.bench.workload import CostKey, cost_key
 from kml.config import RunConfig, run_config_from_dict
 from kml.plan import Plan
-
-# The workflow configuration of the paper preset, beside the package in a source checkout.
-PAPER_CONFIG = Path(kml.__file__).resolve().parents[1] / "config.yaml"
-
-
-def paper_plan() -> Plan | None:
-    """The paper preset's jobs (kml/plan.py on config.yaml), or None outside a source checkout."""
-    if not PAPER_CONFIG.exists():
-        return None
-    return Plan(yaml.safe_load(PAPER_CONFIG.read_text()))
 
 
 def preset_configs(plan: Plan) -> list[RunConfig]:
@@ -76,13 +63,13 @@ def preset_estimate(plan: Plan, costs: dict[CostKey, TrainingResult]) -> dict[st
     }
 
 
-def estimate_results(plan: Plan, costs: dict[CostKey, TrainingResult], device: str, quick: bool,
+def estimate_results(workflow: WorkflowPlan, costs: dict[CostKey, TrainingResult], device: str, quick: bool,
                      threads: str) -> Iterator[EstimateResult]:
-    """The estimate's rows: each part of the plan's compute time, then their total."""
-    parts = preset_estimate(plan, costs)
+    """The estimate's rows: each part of the workflow's compute time, then their total."""
+    parts = preset_estimate(workflow.plan, costs)
     for part, (seconds, notes) in parts.items():
         yield EstimateResult(part, device, seconds, quick,
-                             f"{notes}; counts from kml/plan.py on {PAPER_CONFIG.name}; "
+                             f"{notes}; counts from kml/plan.py on {workflow.config_name}; "
                              f"measured fast-path seconds x counts, sampling included; {threads}")
     total = sum(seconds for seconds, _ in parts.values())
     yield EstimateResult("total", device, total, quick, "training + evaluation + transference")

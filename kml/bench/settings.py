@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 
 from kml import KmlError
 from kml.methods.table import JOINT_METHOD_NAMES as JOINT_METHODS
+from kml.plan import Plan
 
 # The paper's two shot settings; every benchmark that depends on K measures both.
 SHOTS = (1, 5)
@@ -17,6 +18,14 @@ class BenchError(KmlError, ValueError):
 
 
 @dataclass(frozen=True)
+class WorkflowPlan:
+    """The jobs of a workflow configuration (kml/plan.py), which the paper-preset estimate counts."""
+
+    plan: Plan
+    config_name: str  # the configuration file's name, for the estimate's notes
+
+
+@dataclass(frozen=True)
 class BenchSettings:
     quick: bool
     warmup: int  # untimed iterations before the first repeat
@@ -24,6 +33,7 @@ class BenchSettings:
     iterations: int  # iterations per timed repeat
     methods: tuple[str, ...] | None = None  # `--methods`: the methods to measure (None: every one)
     shots: tuple[int, ...] = SHOTS  # `--shots`
+    workflow: WorkflowPlan | None = None  # the jobs the paper-preset estimate counts (None: no estimate)
 
     @property
     def every_configuration(self) -> bool:
@@ -38,8 +48,8 @@ QUICK = BenchSettings(quick=True, warmup=1, repeats=2, iterations=1)
 TRAINING_FULL = BenchSettings(quick=False, warmup=1, repeats=3, iterations=1)
 
 
-def requested_settings(quick: bool, methods: Sequence[str] | None,
-                       shots: Sequence[int] | None) -> BenchSettings:
+def requested_settings(quick: bool, methods: Sequence[str] | None, shots: Sequence[int] | None,
+                       workflow: WorkflowPlan | None = None) -> BenchSettings:
     """The settings of a run with these options (`--quick`, `--methods`, `--shots`), after checking them."""
     wrong = [m for m in methods or () if m not in JOINT_METHODS]
     wrong += [str(k) for k in shots or () if k not in SHOTS]
@@ -48,4 +58,4 @@ def requested_settings(quick: bool, methods: Sequence[str] | None,
                          f"{', '.join(JOINT_METHODS)} (Multi-* members train as maml/protonet), "
                          f"shots {SHOTS}")
     return replace(QUICK if quick else FULL, methods=tuple(methods) if methods else None,
-                   shots=tuple(shots) if shots else SHOTS)
+                   shots=tuple(shots) if shots else SHOTS, workflow=workflow)

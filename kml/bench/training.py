@@ -14,7 +14,7 @@ import torch
 
 from kml.baseline import ReleasedImages, ReleasedStyle, released_splits
 from kml.bench.equivalence import check_equivalence, path_differences
-from kml.bench.estimate import estimate_results, paper_plan, preset_configs
+from kml.bench.estimate import estimate_results, preset_configs
 from kml.bench.output import EstimateResult, TrainingResult
 from kml.bench.resources import device_description, matmul_peak_flops
 from kml.bench.settings import SHOTS, TRAINING_FULL, BenchSettings
@@ -124,8 +124,8 @@ def measure_fast(config: RunConfig, label: str, splits: dict[str, SplitImages], 
 def bench_training(settings: BenchSettings) -> Iterator[TrainingResult | EstimateResult]:
     """Seconds per meta-training iteration of each joint method at the paper's settings, kml's fast path
     against the released code's way (`ReleasedStyle`), with seconds per evaluation task, peak memory, FLOPs
-    and the fraction of the measured peak; then, when every method and shot count was measured, the paper
-    preset's estimated compute time on this machine."""
+    and the fraction of the measured peak; then, given the workflow's plan and when every method and shot
+    count was measured, the paper preset's estimated compute time on this machine."""
     device = resolve_device("auto")
     scale = QUICK_SCALE if settings.quick else PAPER_SCALE
     timing = settings if settings.quick else TRAINING_FULL
@@ -147,10 +147,9 @@ def bench_training(settings: BenchSettings) -> Iterator[TrainingResult | Estimat
             costs[key] = compare_training(bench_config(key, scale), splits, released, timing, device,
                                           peak_flops, settings.quick, threads)
             yield costs[key]
-    plan = paper_plan()
-    if plan is None or not settings.every_configuration:
+    if settings.workflow is None or not settings.every_configuration:
         return
-    for config in preset_configs(plan):
+    for config in preset_configs(settings.workflow.plan):
         key = cost_key(config)
         if key not in costs:
             _, _, meta_batch, steps = key
@@ -158,4 +157,4 @@ def bench_training(settings: BenchSettings) -> Iterator[TrainingResult | Estimat
             costs[key] = measure_fast(bench_config(key, scale), label, splits, timing, device, peak_flops,
                                       settings.quick, f"a paper-preset member configuration; {threads}")
             yield costs[key]
-    yield from estimate_results(plan, costs, device_description(device), settings.quick, threads)
+    yield from estimate_results(settings.workflow, costs, device_description(device), settings.quick, threads)
