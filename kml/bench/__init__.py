@@ -30,8 +30,9 @@ BENCHMARKS: dict[str, Callable[[BenchSettings], Iterable[Row]]] = {"sampler": be
                                                                    "transference": bench_transference,
                                                                    "training": bench_training,
                                                                    "bf16": bench_bf16}
-# Run only when named with --only: bf16 doubles a full run's time for an option that is off by default, and
-# one paper-size transference analysis per method and shots takes hours on a CPU.
+# Run only when named with --only: bf16 times every training configuration again, for an option that is off
+# by default, and a paper-size transference analysis per method and shots is long on a CPU
+# (docs/performance.md).
 OPT_IN = ("bf16", "transference")
 
 

@@ -46,10 +46,11 @@ def gradient_errors(value: dict[str, torch.Tensor], reference: dict[str, torch.T
     """Relative error of the gradient of each network part (backbone, encoder, generator: a parameter name's
     first component), all its tensors as one vector.
 
-    Per part rather than per tensor: two float32 computations that sum in different orders differ by rounding,
-    which a second-order inner loop amplifies; conv biases and KML's Δb, whose true gradient is zero (they feed
-    batch-statistics BatchNorm, REFERENCE §2.4), and small BatchNorm scale vectors then hold nothing but that
-    rounding, tensor by tensor. Any real discrepancy in a tensor that matters shows at the part's level.
+    Per part rather than per tensor: two float32 computations that sum in different orders differ by
+    rounding, which a second-order inner loop amplifies; conv biases and KML's Δb, whose true gradient is zero
+    (they feed batch-statistics BatchNorm, docs/specification.md §4.5), and small BatchNorm scale vectors then
+    hold nothing but that rounding, tensor by tensor. Any real discrepancy in a tensor that matters shows at
+    the part's level.
     """
     if value.keys() != reference.keys():
         raise ValueError(f"different parameters: {sorted(value.keys() ^ reference.keys())}")
@@ -90,10 +91,11 @@ def check_equivalence(config: RunConfig, fast: MetaLearner, released: dict[str, 
     """The largest relative difference between a float64 copy of `fast` and the baseline on `batch`; a
     BenchError if it exceeds EQUIVALENCE_TOLERANCE, so that different computations are never timed.
 
-    In float64 because at the paper's sizes float32 itself is only accurate to a few 1e-4 (measured against
-    float64: second-order MAML through five steps of BatchNorm over 5 images), so two correct float32
-    computations that merely round differently (vmap's grouped convolutions, say) differ by that much, while
-    in float64 rounding stays far below the tolerance and a disagreement is a real one."""
+    In float64 because at the paper's sizes float32 itself is less accurate than the tolerance (a second-order
+    inner loop through batch-statistics BatchNorm amplifies its rounding; docs/performance.md has the
+    measurement), so two correct float32 computations that merely round differently (vmap's grouped
+    convolutions, say) can disagree beyond it, while in float64 rounding stays far below the tolerance and a
+    disagreement is a real one."""
     exact = copy.deepcopy(fast).double()
     differences, _ = path_differences(exact, ReleasedStyle(config, exact, released, execution.device), batch,
                                       execution)

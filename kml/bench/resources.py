@@ -48,7 +48,7 @@ def reset_peak_memory(device: torch.device) -> None:
 def release_freed_memory() -> None:
     """Hand the C heap's free memory back to the system (glibc's malloc_trim), so that the resident set, and
     the peak counted from it after a reset, is live memory rather than what earlier measurements freed and
-    glibc kept (measured: gigabytes after a 5-shot MAML iteration)."""
+    glibc kept, which can dwarf the live memory (docs/performance.md)."""
     if platform.libc_ver()[0] == "glibc":
         ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
 

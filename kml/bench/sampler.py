@@ -14,7 +14,8 @@ from kml.bench.workload import QUICK_SPLIT_SIZE, random_splits
 from kml.config import ModelConfig, TaskConfig, TrainConfig
 from kml.data.episodes import MultimodalSampler
 
-# (classes, images per class) of each mode's train split (REFERENCE §1.2; CUB averages about 60 a class).
+# (classes, images per class) of each mode's train split (docs/specification.md §2.8; CUB averages about 60
+# a class).
 TRAIN_SPLIT_SIZES = {"omniglot": (1100, 20), "miniimagenet": (64, 600), "fc100": (60, 600), "cub": (140, 60),
                      "aircraft": (70, 100)}
 

@@ -44,7 +44,8 @@ class BenchSettings:
 FULL = BenchSettings(quick=False, warmup=5, repeats=7, iterations=20)
 # For CI: proves the benchmark runs, measures nothing worth keeping.
 QUICK = BenchSettings(quick=True, warmup=1, repeats=2, iterations=1)
-# A training iteration takes seconds at 84 px on a CPU: a few repeats of one iteration each.
+# A training iteration at the paper's sizes is slow on a CPU (docs/performance.md): a few repeats of one
+# iteration each.
 TRAINING_FULL = BenchSettings(quick=False, warmup=1, repeats=3, iterations=1)
 
 

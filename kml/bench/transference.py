@@ -54,7 +54,8 @@ def bench_transference(settings: BenchSettings) -> Iterator[Result]:
                                   tr.TARGET_STREAM)
             state = {"optimizers": {group: optimizer.state_dict() for group, optimizer in optimizers.items()}}
             lookahead = tr.build_lookahead(method, state, config, "benchmark")
-            # One analysis takes minutes at the paper's sizes: timed once, after the training steps' warm-up.
+            # An analysis at the paper's sizes is long (docs/performance.md): timed once, after the training
+            # steps' warm-up.
             timing = time_iterations(lambda i, method=method, lookahead=lookahead, sources=sources,
                                      targets=targets, execution=execution:
                                      tr.lookahead_losses(method, [lookahead], sources, targets, execution),
