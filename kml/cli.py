@@ -6,8 +6,12 @@ import argparse
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kml import MODES, Interrupted, KmlError, __version__
+
+if TYPE_CHECKING:
+    from kml.bench import WorkflowPlan
 
 DATASETS = MODES
 DESCRIPTION = """\
@@ -120,10 +124,25 @@ def _report_claims(args: argparse.Namespace) -> None:
 
 
 def _bench(args: argparse.Namespace) -> None:
-    from kml.bench import markdown_table, run_benchmarks
+    from kml.bench import estimates_paper_preset, markdown_table, run_benchmarks
 
-    run_benchmarks(args.out, only=args.only, quick=args.quick, methods=args.methods, shots=args.shots)
+    estimates = estimates_paper_preset(args.only, args.methods, args.shots)
+    run_benchmarks(args.out, only=args.only, quick=args.quick, methods=args.methods, shots=args.shots,
+                   workflow=_workflow_plan(args.config) if estimates else None)
     print(markdown_table(args.out), end="")
+
+
+def _workflow_plan(path: Path) -> WorkflowPlan:
+    """The jobs of the workflow configuration `path`, as kml/plan.py composes them for Snakemake."""
+    import yaml
+
+    from kml.bench import BenchError, WorkflowPlan
+    from kml.plan import Plan
+
+    if not path.is_file():
+        raise BenchError(f"--config {path}: no such file; the paper-preset estimate counts the jobs of the "
+                         "workflow configuration: run in the checkout's root or pass --config PATH")
+    return WorkflowPlan(Plan(yaml.safe_load(path.read_text()), [path]), path.name)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -245,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training benchmark: only these joint methods (default: all six; the paper-preset "
                         "estimate needs all of them and both shot counts)")
     p.add_argument("--shots", nargs="+", type=int, metavar="K", help="training benchmark: only these shots")
+    p.add_argument("--config", type=Path, default=Path("config.yaml"),
+                   help="workflow configuration whose jobs the paper-preset estimate counts (default: "
+                        "config.yaml, read only when the estimate runs)")
     p.set_defaults(handler=_bench)
     return parser
 

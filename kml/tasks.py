@@ -6,7 +6,7 @@ The episode machinery itself (kml/data/episodes.py) knows nothing of run configu
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from kml import KmlError
 from kml.config import RunConfig
@@ -45,11 +45,15 @@ def rotated_modes(config: RunConfig) -> frozenset[str]:
     return ROTATED_MODES if config.data.omniglot_rotation else frozenset()
 
 
-def training_sampler(config: RunConfig) -> MultimodalSampler:
+def training_sampler(config: RunConfig,
+                     splits: Mapping[str, SplitImages] | None = None) -> MultimodalSampler:
+    """The run's training meta-batches, from the prepared train splits of its modes or from `splits` (the
+    benchmarks' in-memory ones)."""
     return MultimodalSampler(
-        mode_splits(config, "train"), ways=config.task.ways, shots=config.task.shots,
-        queries=config.task.queries, meta_batch_size=config.train.meta_batch_size, seed=config.train.seed,
-        mode_assignment=config.data.mode_assignment, rotate_modes=rotated_modes(config),
+        mode_splits(config, "train") if splits is None else splits, ways=config.task.ways,
+        shots=config.task.shots, queries=config.task.queries, meta_batch_size=config.train.meta_batch_size,
+        seed=config.train.seed, mode_assignment=config.data.mode_assignment,
+        rotate_modes=rotated_modes(config),
     )
 
 

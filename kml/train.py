@@ -38,11 +38,11 @@ import yaml
 
 from kml import Interrupted, KmlError, checkpoint, files, layout
 from kml.config import OptimConfig, RunConfig, read_values
-from kml.data.episodes import MultimodalSampler, prefetch
+from kml.data.episodes import MetaBatch, MultimodalSampler, prefetch
 from kml.execution import Execution, peak_memory_mb
 from kml.files import write_errors_explained
 from kml.locks import exclusive_lock
-from kml.methods.base import MetaLearner
+from kml.methods.base import EpisodeResult, MetaLearner
 from kml.methods.registry import build_method
 from kml.progress import progress_bar
 from kml.tasks import training_sampler
@@ -299,6 +299,29 @@ def _format(value: float) -> str:
     return str(value) if isinstance(value, int) else f"{value:.6g}"
 
 
+class NotFinite(TrainingError):
+    """The loss or a gradient of a training step is not finite; the message says which."""
+
+
+def training_step(method: MetaLearner, optimizers: Optimizers, batch: MetaBatch,
+                  execution: Execution) -> tuple[float, EpisodeResult]:
+    """One meta-training update on a meta-batch already on the device: the loss, its gradients, a step of
+    every optimizer. Returns the loss and the batch's result. Raises NotFinite before the step if the loss or
+    a gradient is not finite, so that nothing of it reaches the weights."""
+    result = execution.run(method, batch)
+    loss = result.loss.item()
+    if not math.isfinite(loss):
+        raise NotFinite(f"the loss is {loss}")
+    for optimizer in optimizers.values():
+        optimizer.zero_grad(set_to_none=True)
+    result.loss.backward()
+    if not _gradients_finite(optimizers):
+        raise NotFinite("a gradient is not finite")
+    for optimizer in optimizers.values():
+        optimizer.step()
+    return loss, result
+
+
 def _gradients_finite(optimizers: Optimizers) -> bool:
     grads = [p.grad for optimizer in optimizers.values() for group in optimizer.param_groups
              for p in group["params"] if p.grad is not None]
@@ -364,17 +387,10 @@ def _run(config: RunConfig, out: Path, sampler: MultimodalSampler, method: MetaL
             for iteration, host_batch in zip(bar, batches, strict=True):
                 set_learning_rates(optimizers, config.optim, iteration)
                 batch = execution.to_device(host_batch)
-                result = execution.run(method, batch)
-                loss = result.loss.item()
-                if not math.isfinite(loss):
-                    raise _diverged(iteration, f"the loss is {loss}", out)
-                for optimizer in optimizers.values():
-                    optimizer.zero_grad(set_to_none=True)
-                result.loss.backward()
-                if not _gradients_finite(optimizers):
-                    raise _diverged(iteration, "a gradient is not finite", out)
-                for optimizer in optimizers.values():
-                    optimizer.step()
+                try:
+                    loss, result = training_step(method, optimizers, batch, execution)
+                except NotFinite as what:
+                    raise _diverged(iteration, str(what), out) from None
 
                 progress.iteration = iteration
                 progress.seconds = seconds_before + time.perf_counter() - started

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from kml.baseline import BaselineError, ReleasedImages, ReleasedStyle, released_splits
-from kml.bench import QUICK, BenchError, compare_training
+from kml.bench.settings import QUICK, BenchError
+from kml.bench.training import compare_training
 from kml.config import MAMLConfig, ModelConfig, ProtoNetConfig, RunConfig, TaskConfig, TrainConfig
 from kml.data.episodes import PIXEL_MAX, MultimodalSampler
 from kml.methods.registry import build_method

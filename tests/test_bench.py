@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 
-from kml.bench import CSV_COLUMNS
+from kml.bench.output import CSV_COLUMNS
 from kml.cli import main
 
 

@@ -12,11 +12,13 @@ import csv
 import pytest
 import torch
 
-from kml.bench import CSV_COLUMNS, EQUIVALENCE_TOLERANCE, JOINT_METHODS, gradient_errors, relative_error
+from kml.bench.equivalence import EQUIVALENCE_TOLERANCE, gradient_errors, relative_error
+from kml.bench.output import CSV_COLUMNS
 from kml.cli import main
 from kml.config import MAMLConfig, ModelConfig, RunConfig, TaskConfig, TrainConfig
 from kml.execution import Execution
 from kml.methods.registry import build_method
+from kml.methods.table import JOINT_METHOD_NAMES as JOINT_METHODS
 
 WAYS, SHOTS, QUERIES, SIZE, TASKS = 3, 3, 4, 16, 4
 # float64 leaves rounding about 1e-15; the margin covers its amplification through the second-order loop.
