@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kml import MODES, Interrupted, KmlError, __version__
+from kml import MODES, Interrupted, KmlError, __version__, layout
+from kml.methods.table import FAMILY_LABELS
 
 if TYPE_CHECKING:
     from kml.bench import WorkflowPlan
@@ -37,7 +38,8 @@ def _prepare(args: argparse.Namespace) -> None:
     from kml.data.prepare import prepare_dataset
 
     # Left out unless given, so that prepare's split rule (OMNIGLOT_TRAIN_CLASSES) stays the one default.
-    split = {} if args.omniglot_train_classes is None else {"omniglot_train_classes": args.omniglot_train_classes}
+    given = args.omniglot_train_classes
+    split = {} if given is None else {"omniglot_train_classes": given}
     prepare_dataset(args.dataset, raw=args.raw, out=args.out, image_size=args.image_size,
                     fc100_negative=args.fc100_negative, workers=args.workers, **split)
 
@@ -105,9 +107,10 @@ def _family_step_size(text: str) -> tuple[str, float]:
         alpha = float(value)
     except ValueError:
         alpha = float("nan")
-    if family not in ("maml", "protonet") or not alpha > 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: give FAMILY=ALPHA with FAMILY maml or protonet and ALPHA > 0, "
-                                         "e.g. protonet=0.01")
+    if family not in FAMILY_LABELS or not alpha > 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give FAMILY=ALPHA with FAMILY {' or '.join(FAMILY_LABELS)} and ALPHA > 0, "
+            "e.g. protonet=0.01")
     return family, alpha
 
 
@@ -153,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("download", help="fetch a dataset's official archives, verified by checksum")
     p.add_argument("dataset", choices=DATASETS, help="which dataset")
-    p.add_argument("--root", type=Path, default=Path("data/raw"), help="raw archive folder (default: data/raw)")
+    p.add_argument("--root", type=Path, default=Path(layout.RAW_DIR),
+                   help=f"raw archive folder (default: {layout.RAW_DIR})")
     p.add_argument("--mirror", help="base URL or local directory (file://...) that replaces the origin")
     p.add_argument("--checksums", type=Path,
                    help="sha256sum-format file of expected checksums, replacing the published ones "
@@ -164,8 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("prepare", help="turn raw archives into one HDF5 file per dataset and image size")
     p.add_argument("dataset", choices=DATASETS, help="which dataset")
-    p.add_argument("--raw", type=Path, default=Path("data/raw"), help="raw archive folder (default: data/raw)")
-    p.add_argument("--out", type=Path, required=True, help="output HDF5 file, e.g. data/processed/fc100-84.h5")
+    p.add_argument("--raw", type=Path, default=Path(layout.RAW_DIR),
+                   help=f"raw archive folder (default: {layout.RAW_DIR})")
+    p.add_argument("--out", type=Path, required=True,
+                   help=f"output HDF5 file, e.g. {layout.processed_file('fc100', 84)}")
     p.add_argument("--image-size", type=int, default=84,
                    help="side of the square RGB images in pixels (default: 84, the paper's)")
     p.add_argument("--fc100-negative", action="store_true",
@@ -190,17 +196,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("info", help="print every method's parameter counts by part")
     p.add_argument("--channels", type=int, nargs="+", default=[32, 64, 128, 256],
-                   help="output channels of the four convolution layers (default: 32 64 128 256, the paper's)")
+                   help="output channels of the four convolution layers "
+                        "(default: 32 64 128 256, the paper's)")
     p.add_argument("--image-size", type=int, default=84, help="image side in pixels (default: 84)")
-    p.add_argument("--ways", type=int, default=5, help="classes per task, the classifier's outputs (default: 5)")
+    p.add_argument("--ways", type=int, default=5,
+                   help="classes per task, the classifier's outputs (default: 5)")
     p.set_defaults(handler=_info)
 
     p = commands.add_parser("train", help="meta-train one method; resumes from its last checkpoint")
     p.add_argument("--config", type=Path, required=True, help="run configuration YAML")
     p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, log, final model")
     p.add_argument("--on-config-change", choices=("refuse", "set-aside"), default="refuse",
-                   help="if the run folder holds a run of another training configuration: refuse (the default) "
-                        "or set it aside, kept in a set-aside-* folder within it, and train afresh")
+                   help="if the run folder holds a run of another training configuration: refuse (the "
+                        "default) or set it aside, kept in a set-aside-* folder within it, and train afresh")
     p.set_defaults(handler=_train)
 
     p = commands.add_parser("evaluate", help="meta-test trained models on the setting's fixed task set")
@@ -210,15 +218,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="cell CSV: per-task accuracies and summary")
     p.set_defaults(handler=_evaluate)
 
-    p = commands.add_parser("transference", help="loss ratios of target tasks after one-task lookahead updates, "
-                                                 "at training snapshots")
-    p.add_argument("--config", type=Path, required=True, help="run configuration YAML (its transference section)")
+    p = commands.add_parser(
+        "transference",
+        help="loss ratios of target tasks after one-task lookahead updates, at training snapshots")
+    p.add_argument("--config", type=Path, required=True,
+                   help="run configuration YAML (its transference section)")
     p.add_argument("--checkpoint", type=Path, action="append", required=True, metavar="SNAP.pt",
                    help="training snapshot (snapshots/iter*.pt); repeatable")
     p.add_argument("--out-dir", type=Path, required=True, help="writes iter{N}.csv per snapshot")
     p.add_argument("--sweep", action="store_true",
-                   help="the step-size sweep instead: transference.sweep's sources x targets at every one of its "
-                        "step sizes (plain gradient steps), to choose or check transference.step_size")
+                   help="the step-size sweep instead: transference.sweep's sources x targets at every one of "
+                        "its step sizes (plain gradient steps), to choose or check transference.step_size")
     p.set_defaults(handler=_transference)
 
     p = commands.add_parser("report", help="tables and figures from results, beside the paper's numbers")
@@ -236,15 +246,17 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument("--note", help="text printed in every table's caption and figure's title, "
                                       "e.g. what the numbers can and cannot show")
         r.set_defaults(handler=handler)
-    r = reports.add_parser("transference", help="transference summary, table and figures from `kml transference` CSVs")
-    r.add_argument("csvs", type=Path, nargs="+", metavar="CSV", help="iter{N}.csv files written by `kml transference`")
+    r = reports.add_parser("transference",
+                           help="transference summary, table and figures from `kml transference` CSVs")
+    r.add_argument("csvs", type=Path, nargs="+", metavar="CSV",
+                   help="iter{N}.csv files written by `kml transference`")
     r.add_argument("--out-dir", type=Path, required=True,
                    help="writes transference/{summary,claims}.csv, tables/transference{,_claims}.tex, "
                         "figures/transference_*.{pdf,png}")
     r.add_argument("--note", help="text printed in the tables' captions and under the figures' titles")
     r.set_defaults(handler=_report_transference)
-    r = reports.add_parser("step-size", help="the step-size sweep's summary and figure from `kml transference "
-                                             "--sweep` CSVs")
+    r = reports.add_parser(
+        "step-size", help="the step-size sweep's summary and figure from `kml transference --sweep` CSVs")
     r.add_argument("csvs", type=Path, nargs="+", metavar="CSV", help="iter{N}.csv files written with --sweep")
     r.add_argument("--out-dir", type=Path, required=True,
                    help="writes transference/step_size_sweep.csv, figures/transference_step_size.{pdf,png}")
@@ -253,10 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--note", help="text printed under the figure's title")
     r.set_defaults(handler=_report_step_size)
 
-    p = commands.add_parser("bench", help="measure speeds; appends to a results CSV and rewrites its Markdown table")
+    p = commands.add_parser("bench",
+                            help="measure speeds; appends to a results CSV and rewrites its Markdown table")
     p.add_argument("--quick", action="store_true", help="tiny data and few repeats: proves it runs (for CI)")
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results.csv"),
-                   help="results CSV to append to; the table goes beside it as .md (default: benchmarks/results.csv)")
+    p.add_argument("--out", type=Path, default=Path(layout.BENCH_RESULTS),
+                   help="results CSV to append to; the table goes beside it as .md "
+                        f"(default: {layout.BENCH_RESULTS})")
     p.add_argument("--only", action="append", metavar="NAME",
                    help="run only this benchmark (repeatable): sampler, training (these two run by default), "
                         "transference, bf16")

@@ -1,6 +1,6 @@
-"""The released-code baseline of `kml bench` (kml/baseline.py): its data path gives kml's pixels and loads what
-the released loader loads, and the benchmark refuses to time it against kml when the two compute different
-things."""
+"""The released-code baseline of `kml bench` (kml/baseline.py): its data path gives kml's pixels and loads
+what the released loader loads, and the benchmark refuses to time it against kml when the two compute
+different things."""
 
 from __future__ import annotations
 
@@ -55,7 +55,8 @@ def test_loads_every_task_of_the_batch_and_a_full_meta_batch_of_every_mode():
             return images.load(stored, side)
         return ReleasedImages(images.stored, load)
 
-    baseline = ReleasedStyle(run, build_method(run), {m: counted(m, images) for m, images in released.items()}, CPU)
+    counting = {m: counted(m, images) for m, images in released.items()}
+    baseline = ReleasedStyle(run, build_method(run), counting, CPU)
     batch = sampler(run, splits).meta_batch(3)
     tasks = baseline.load_tasks(batch)
     floats = batch.to(CPU)

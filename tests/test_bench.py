@@ -16,7 +16,8 @@ def test_quick_sampler_bench_writes_csv_and_table(tmp_path):
         reader = csv.DictReader(f)
         rows = list(reader)
     assert tuple(reader.fieldnames) == CSV_COLUMNS
-    assert {"date", "device", "method", "shots", "seconds_per_iteration", "meta_batches_per_second"} <= set(CSV_COLUMNS)
+    required = {"date", "device", "method", "shots", "seconds_per_iteration", "meta_batches_per_second"}
+    assert required <= set(CSV_COLUMNS)
     assert [(r["method"], r["shots"]) for r in rows] == [("sampler", "1"), ("sampler", "5")] * 2
     assert all(float(r["seconds_per_iteration"]) > 0 for r in rows)
     table = out.with_suffix(".md").read_text()

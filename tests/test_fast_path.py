@@ -1,6 +1,7 @@
-"""The fast path: the vectorized execution (vmap over a meta-batch's tasks, kml/execution.py) computes what the
-reference per-task loop computes, losses and gradients, in float32, for every joint method, first and second order; and the
-training benchmark runs end to end in its quick mode (nothing about time is asserted).
+"""The fast path: the vectorized execution (vmap over a meta-batch's tasks, kml/execution.py) computes what
+the reference per-task loop computes, losses and gradients, in float32, for every joint method, first and
+second order; and the training benchmark runs end to end in its quick mode (nothing about time is
+asserted).
 
 Tiny networks on 16-px images (four stride-2 layers leave 1x1 feature maps: batch-statistics BatchNorm over
 fewer pixels amplifies fp32 rounding towards the tolerance), so that each case takes about a second."""
@@ -90,13 +91,14 @@ def test_in_float64_the_two_paths_agree_to_rounding(method, first_order):
 
 @pytest.mark.parametrize("method", ["maml", "mprotonet_kml"])
 def test_channels_last_computes_the_same_in_float64(method):
-    """train.channels_last changes the memory layout only: in float64 the losses and gradients agree to rounding
-    (in float32 its oneDNN kernels round differently, docs/performance.md)."""
+    """train.channels_last changes the memory layout only: in float64 the losses and gradients agree to
+    rounding (in float32 its oneDNN kernels round differently, docs/performance.md)."""
     layouts = {}
     for channels_last in (False, True):
         model = build(method, False).double()
         batch = tuple(x.double() if x.is_floating_point() else x for x in tasks())
-        layouts[channels_last] = losses_and_gradients(model, batch, execution("loop", channels_last=channels_last))
+        layout = execution("loop", channels_last=channels_last)
+        layouts[channels_last] = losses_and_gradients(model, batch, layout)
     (nchw, nchw_grads), (nhwc, nhwc_grads) = layouts[False], layouts[True]
     assert relative_error(nhwc.task_losses, nchw.task_losses) < FLOAT64_TOLERANCE
     assert max(gradient_errors(nhwc_grads, nchw_grads).values()) < FLOAT64_TOLERANCE
