@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kml import MODES, Interrupted, KmlError, __version__, layout
-from kml.methods.table import FAMILY_LABELS
+from kml.method_table import FAMILY_LABELS
 
 if TYPE_CHECKING:
     from kml.bench import WorkflowPlan

@@ -28,7 +28,7 @@ from pydantic.dataclasses import dataclass
 from pydantic_core import PydanticCustomError
 
 from kml import MODES, KmlError
-from kml.methods.table import METHOD_NAMES, Method, method_spec
+from kml.method_table import METHOD_NAMES, Method, method_spec
 
 
 class ConfigError(KmlError, ValueError):

@@ -38,7 +38,7 @@ import yaml
 from kml import MODES, KmlError, layout
 from kml.config import SECTIONS, ConfigError, read_values, run_config_from_dict
 from kml.layout import processed_file
-from kml.methods.table import METHODS
+from kml.method_table import METHODS
 from kml.workflow_config import SINGLE, validate_workflow_config
 
 

@@ -29,7 +29,7 @@ from kml.config import (
     Text,
     describe_errors,
 )
-from kml.methods.table import FAMILY_LABELS, JOINT_METHOD_NAMES, METHOD_NAMES
+from kml.method_table import FAMILY_LABELS, JOINT_METHOD_NAMES, METHOD_NAMES
 
 # Keys of the run configuration that the workflow decides per job, never config.yaml.
 DECIDED_BY_THE_WORKFLOW = {

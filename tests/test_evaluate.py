@@ -13,8 +13,8 @@ from kml import checkpoint
 from kml.cell_csv import COLUMNS
 from kml.config import RunConfig
 from kml.evaluate import EvaluationError, evaluate
+from kml.method_table import METHOD_NAMES
 from kml.methods.registry import build_method
-from kml.methods.table import METHOD_NAMES
 from kml.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -18,8 +18,8 @@ from kml.bench.output import CSV_COLUMNS
 from kml.cli import main
 from kml.config import MAMLConfig, ModelConfig, RunConfig, TaskConfig, TrainConfig
 from kml.execution import Execution
+from kml.method_table import JOINT_METHOD_NAMES as JOINT_METHODS
 from kml.methods.registry import build_method
-from kml.methods.table import JOINT_METHOD_NAMES as JOINT_METHODS
 
 WAYS, SHOTS, QUERIES, SIZE, TASKS = 3, 3, 4, 16, 4
 # float64 leaves rounding about 1e-15; the margin covers its amplification through the second-order loop.

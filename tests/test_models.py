@@ -9,8 +9,8 @@ from torch import nn
 from torch.func import functional_call
 
 from kml.config import RunConfig
+from kml.method_table import METHOD_NAMES
 from kml.methods.registry import build_method, describe_parameters
-from kml.methods.table import METHOD_NAMES
 from kml.models.backbone import ConvBackbone, feature_map_size
 from kml.models.encoder import TaskEncoder
 from kml.models.modulation import FiLMGenerator, KMLGenerator, released_factor_shape

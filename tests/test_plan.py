@@ -12,7 +12,7 @@ from snakemake.utils import update_config
 
 from kml import MODES
 from kml.config import ConfigError, run_config_from_dict
-from kml.methods.table import METHODS
+from kml.method_table import METHODS
 from kml.plan import SINGLE, Cell, Plan, deep_merge
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,7 +17,7 @@ import pytest
 from kml import KmlError
 from kml.cell_csv import COLUMNS
 from kml.cli import main
-from kml.methods.table import METHOD_LABELS
+from kml.method_table import METHOD_LABELS
 from kml.report import report_accuracy, report_claims
 from kml.report.claims import CLAIMS_COLUMNS, paper_comparisons
 from kml.report.paper import SETTING_LABELS

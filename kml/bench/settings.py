@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from kml import KmlError
-from kml.methods.table import JOINT_METHOD_NAMES as JOINT_METHODS
+from kml.method_table import JOINT_METHOD_NAMES as JOINT_METHODS
 from kml.plan import Plan
 
 # The paper's two shot settings; every benchmark that depends on K measures both.

@@ -15,8 +15,8 @@ from kml.bench.timing import time_iterations
 from kml.bench.workload import QUICK_SPLIT_SIZE, random_splits, training_iteration
 from kml.config import ModelConfig, RunConfig, TaskConfig, TransferenceConfig
 from kml.execution import Execution, resolve_device
+from kml.method_table import JOINT_METHOD_NAMES as JOINT_METHODS
 from kml.methods.registry import build_method
-from kml.methods.table import JOINT_METHOD_NAMES as JOINT_METHODS
 from kml.tasks import training_sampler
 from kml.train import build_optimizers
 

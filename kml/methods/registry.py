@@ -1,7 +1,7 @@
 """Method names → models (`build_method`), Multi-* ensembles (`build_multi`), and `kml info`.
 
 What each method is (meta-learner family, modulation, Multi-*) is declared in the method table,
-kml/methods/table.py. A `multi_*` run config trains one member (its `modes` hold the member's single mode), so
+kml/method_table.py. A `multi_*` run config trains one member (its `modes` hold the member's single mode), so
 `build_method` gives the plain single-mode model; the evaluator assembles the trained members with
 `build_multi`.
 """
@@ -14,11 +14,11 @@ import torch
 
 from kml import MODES
 from kml.config import ModelConfig, RunConfig, TaskConfig
+from kml.method_table import METHODS
 from kml.methods.base import MetaLearner
 from kml.methods.maml import MAML
 from kml.methods.multi import MultiModel
 from kml.methods.protonet import ProtoNet
-from kml.methods.table import METHODS
 from kml.models.backbone import ConvBackbone
 from kml.models.encoder import TaskEncoder
 from kml.models.modulation import FiLMGenerator, KMLGenerator

@@ -15,7 +15,7 @@ from matplotlib.lines import Line2D
 from kml import stats
 from kml.cell_csv import MMAML_EVAL_META_BATCH
 from kml.layout import report_path
-from kml.methods.table import METHOD_LABELS, METHOD_NAMES
+from kml.method_table import METHOD_LABELS, METHOD_NAMES
 from kml.report.claims import COMPARISONS, with_paper_grid
 from kml.report.paper import (
     CHANCE_PCT,

@@ -7,9 +7,9 @@ from importlib.resources import files
 import pandas as pd
 
 from kml import MODES
-from kml.methods.table import METHOD_NAMES
+from kml.method_table import METHOD_NAMES
 
-# The order of the paper's table rows; the method table (kml/methods/table.py) is the order of its columns.
+# The order of the paper's table rows; the method table (kml/method_table.py) is the order of its columns.
 SETTINGS = ("2mode_dagger", "2mode", "3mode", "5mode")
 KEYS = ["setting", "method", "shots"]
 PAPER_WAYS = 5  # every table of the paper is 5-way

@@ -40,7 +40,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from kml.layout import report_path
-from kml.methods.table import FAMILY_LABELS, METHOD_LABELS, METHOD_NAMES, method_spec
+from kml.method_table import FAMILY_LABELS, METHOD_LABELS, METHOD_NAMES, method_spec
 from kml.report.figures import write_figure
 from kml.report.transference import (
     MODE_LABELS,

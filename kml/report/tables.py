@@ -12,7 +12,7 @@ import pandas as pd
 
 from kml.cell_csv import MMAML_EVAL_META_BATCH
 from kml.layout import report_path
-from kml.methods.table import FAMILY_LABELS, METHOD_LABELS
+from kml.method_table import FAMILY_LABELS, METHOD_LABELS
 from kml.report.claims import with_paper_grid
 from kml.report.paper import KEYS, SETTING_LABELS, paper_results
 

@@ -37,7 +37,7 @@ import pandas as pd
 
 from kml import KmlError
 from kml.layout import report_path
-from kml.methods.table import FAMILY_LABELS, METHOD_LABELS, METHOD_NAMES, method_spec
+from kml.method_table import FAMILY_LABELS, METHOD_LABELS, METHOD_NAMES, method_spec
 from kml.report.csvfiles import read_checked_csv
 from kml.report.paper import transference_reference
 from kml.report.tables import caption_with_note, escape_latex, table_float

@@ -24,7 +24,7 @@ import pandas as pd
 
 from kml import KmlError
 from kml.layout import report_path
-from kml.methods.table import METHOD_LABELS
+from kml.method_table import METHOD_LABELS
 from kml.report.paper import transference_reference
 from kml.report.tables import caption_with_note, table_float
 from kml.report.transference import analysis_in_words, latex_words, target_counts

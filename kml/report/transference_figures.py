@@ -31,7 +31,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from kml.layout import TRANSFERENCE_FIGURES
-from kml.methods.table import METHOD_LABELS
+from kml.method_table import METHOD_LABELS
 from kml.report.figures import write_figure
 from kml.report.transference import (
     OUTCOMES,
