@@ -13,7 +13,7 @@ from snakemake.utils import update_config
 from kml import MODES
 from kml.config import ConfigError, run_config_from_dict
 from kml.method_table import METHODS
-from kml.plan import SINGLE, Cell, Plan, deep_merge
+from kml.plan import SINGLE, Cell, Plan, deep_merge, to_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = {
@@ -353,3 +353,21 @@ def test_config_yaml_writes_down_every_run_config_default():
             if section == name:
                 del defaults[key]
         assert config[name] == defaults, name
+
+
+def reversed_mappings(value):
+    """The same configuration with every mapping's keys in reverse order."""
+    if isinstance(value, dict):
+        return {key: reversed_mappings(value[key]) for key in reversed(list(value))}
+    return value
+
+
+def test_the_order_of_keys_in_config_yaml_changes_no_job(paper):
+    """A job's params are its run configuration as one line of YAML: reordering config.yaml must rerun
+    nothing."""
+    shuffled = Plan(reversed_mappings(workflow_config()))
+    for jobs, again in ((paper.trainings, shuffled.trainings), (paper.cells, shuffled.cells),
+                        (paper.transference, shuffled.transference)):
+        assert jobs.keys() == again.keys()
+        for name, job in jobs.items():
+            assert to_yaml(job.run_config) == to_yaml(again[name].run_config), name

@@ -30,7 +30,6 @@ rule download:
     output:
         touch(f"{layout.RAW_DIR}/{{dataset}}/download.done"),
     params:
-        root=layout.RAW_DIR,
         options=lambda wildcards: PLAN.download_args(wildcards.dataset),
     log:
         "logs/download/{dataset}.log",
@@ -41,7 +40,7 @@ rule download:
     conda:
         "../../envs/data.yaml"
     shell:
-        "kml download {wildcards.dataset} --root {params.root} {params.options} > {log} 2>&1"
+        f"kml download {{wildcards.dataset}} --root {layout.RAW_DIR} {{params.options}} > {{log}} 2>&1"
 
 
 rule prepare:
@@ -51,7 +50,6 @@ rule prepare:
     output:
         layout.processed_file("{dataset}", "{size}"),
     params:
-        root=layout.RAW_DIR,
         options=lambda wildcards: PLAN.prepare_args(wildcards.dataset),
     log:
         "logs/prepare/{dataset}-{size}.log",
@@ -62,5 +60,5 @@ rule prepare:
     conda:
         "../../envs/data.yaml"
     shell:
-        "kml prepare {wildcards.dataset} --raw {params.root} --out {output} --image-size {wildcards.size}"
-        " --workers {threads} {params.options} > {log} 2>&1"
+        f"kml prepare {{wildcards.dataset}} --raw {layout.RAW_DIR} --out {{output}} --image-size {{wildcards.size}}"
+        f" --workers {{threads}} {{params.options}} > {{log}} 2>&1"

@@ -18,7 +18,6 @@ rule report_accuracy:
             },
         ),
     params:
-        out_dir=layout.RESULTS_DIR,
         note=note_option(),
     log:
         "logs/report/accuracy.log",
@@ -29,7 +28,7 @@ rule report_accuracy:
     conda:
         "../../envs/report.yaml"
     shell:
-        "kml report accuracy {input.cells} --out-dir {params.out_dir} {params.note} > {log} 2>&1"
+        f"kml report accuracy {{input.cells}} --out-dir {layout.RESULTS_DIR} {{params.note}} > {{log}} 2>&1"
 
 
 rule report_claims:
@@ -45,7 +44,6 @@ rule report_claims:
             },
         ),
     params:
-        out_dir=layout.RESULTS_DIR,
         note=note_option(),
     log:
         "logs/report/claims.log",
@@ -56,7 +54,7 @@ rule report_claims:
     conda:
         "../../envs/report.yaml"
     shell:
-        "kml report claims {input.cells} --out-dir {params.out_dir} {params.note} > {log} 2>&1"
+        f"kml report claims {{input.cells}} --out-dir {layout.RESULTS_DIR} {{params.note}} > {{log}} 2>&1"
 
 
 if PLAN.transference:
@@ -76,7 +74,6 @@ if PLAN.transference:
                 },
             ),
         params:
-            out_dir=layout.RESULTS_DIR,
             note=note_option(),
         log:
             "logs/report/transference.log",
@@ -87,7 +84,7 @@ if PLAN.transference:
         conda:
             "../../envs/report.yaml"
         shell:
-            "kml report transference {input.csvs} --out-dir {params.out_dir} {params.note} > {log} 2>&1"
+            f"kml report transference {{input.csvs}} --out-dir {layout.RESULTS_DIR} {{params.note}} > {{log}} 2>&1"
 
     rule report_step_size:
         input:
@@ -101,7 +98,6 @@ if PLAN.transference:
                 },
             ),
         params:
-            out_dir=layout.RESULTS_DIR,
             step_sizes=PLAN.step_size_args(),
             note=note_option(),
         log:
@@ -113,4 +109,4 @@ if PLAN.transference:
         conda:
             "../../envs/report.yaml"
         shell:
-            "kml report step-size {input.csvs} --out-dir {params.out_dir} {params.step_sizes} {params.note} > {log} 2>&1"
+            f"kml report step-size {{input.csvs}} --out-dir {layout.RESULTS_DIR} {{params.step_sizes}} {{params.note}} > {{log}} 2>&1"
