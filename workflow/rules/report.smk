@@ -114,3 +114,31 @@ if PLAN.transference:
             "../../envs/report.yaml"
         shell:
             "kml report step-size {input.csvs} --out-dir {params.out_dir} {params.step_sizes} {params.note} > {log} 2>&1"
+
+
+# A variant's cells beside the default ones and the paper's: results/variants/{variant}/summary.csv and
+# tables/variant.tex.
+if PLAN.variants:
+
+    rule report_variant:
+        input:
+            unpack(variant_report_inputs),
+        output:
+            summary=report(f"{VARIANT}/{layout.REPORTS['variant']['summary']}", caption="../report/variant_summary.rst",
+                           category="Variants"),
+            table=report(f"{VARIANT}/{layout.REPORTS['variant']['table']}", caption="../report/variant_table.rst",
+                         category="Variants"),
+        params:
+            out_dir=VARIANT,
+            note=note_option(),
+        log:
+            "logs/report/variant_{variant}.log",
+        threads: RES["report"]["threads"]
+        resources:
+            mem_mb=RES["report"]["mem_mb"],
+            runtime=RES["report"]["runtime"],
+        conda:
+            "../../envs/report.yaml"
+        shell:
+            "kml report variant {input.cells} --default {input.default} --variant {wildcards.variant}"
+            " --out-dir {params.out_dir} {params.note} > {log} 2>&1"
