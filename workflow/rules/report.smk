@@ -124,12 +124,12 @@ if PLAN.variants:
         input:
             unpack(variant_report_inputs),
         output:
-            summary=report(f"{VARIANT}/{layout.REPORTS['variant']['summary']}", caption="../report/variant_summary.rst",
-                           category="Variants"),
-            table=report(f"{VARIANT}/{layout.REPORTS['variant']['table']}", caption="../report/variant_table.rst",
-                         category="Variants"),
+            **{
+                name: report(path, caption=f"../report/variant_{name}.rst", category="Variants")
+                for name, path in layout.report_files("variant", VARIANT).items()
+            },
         params:
-            out_dir=VARIANT,
+            out_dir=lambda wildcards: layout.variant_dir(wildcards.variant),
             note=note_option(),
         log:
             "logs/report/variant_{variant}.log",
