@@ -120,6 +120,12 @@ def _report_accuracy(args: argparse.Namespace) -> None:
     report_accuracy(args.cells, out_dir=args.out_dir, note=args.note)
 
 
+def _report_variant(args: argparse.Namespace) -> None:
+    from kml.report.variant import report_variant
+
+    report_variant(args.default, args.cells, args.variant, out_dir=args.out_dir, note=args.note)
+
+
 def _report_claims(args: argparse.Namespace) -> None:
     from kml.report import report_claims
 
@@ -246,6 +252,16 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument("--note", help="text printed in every table's caption and figure's title, "
                                       "e.g. what the numbers can and cannot show")
         r.set_defaults(handler=handler)
+    r = reports.add_parser("variant", help="a variant's cells beside the default cells and the paper's, "
+                                           "compared task by task")
+    r.add_argument("cells", type=Path, nargs="+", metavar="CELL.csv",
+                   help="the variant's cell CSVs (a default cell's own where the variant changes nothing)")
+    r.add_argument("--default", type=Path, nargs="+", required=True, metavar="CELL.csv",
+                   help="the default cell CSV of every variant cell")
+    r.add_argument("--variant", required=True, help="the variant's name (kml/variants.py), for the outputs")
+    r.add_argument("--out-dir", type=Path, required=True, help="writes summary.csv, tables/variant.tex")
+    r.add_argument("--note", help="text printed in the table's caption")
+    r.set_defaults(handler=_report_variant)
     r = reports.add_parser("transference",
                            help="transference summary, table and figures from `kml transference` CSVs")
     r.add_argument("csvs", type=Path, nargs="+", metavar="CSV",

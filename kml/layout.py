@@ -15,6 +15,10 @@ changed here changes everywhere at once. Nothing here imports torch: the reports
     results/eval/{setting}/{method}/{shots}shot.csv       a table cell (`kml evaluate`), its config beside it
     results/transference/{method}/{shots}shot/iter{N}.csv loss ratios at snapshot N (`kml transference`)
         .../step_size_sweep/iter{N}.csv                   the step-size sweep on the last snapshot
+    results/variants/{variant}/{models,eval}/...          a variant's own trainings and cells
+                                                          (kml/variants.py), named as above; its reports
+    data/processed/fc100-{size}-negative.h5               colour-negative FC100 for a variant, when the
+                                                          workflow's own FC100 file is not negative
     results/{summary,per_mode,claims}.csv, results/tables/, results/figures/, results/transference/*.csv
                                                           the reports (REPORTS), written by `kml report`
 """
@@ -28,9 +32,10 @@ RAW_DIR = "data/raw"
 PROCESSED_DIR = "data/processed"
 SYNTH_DIR = "data/synth"
 RESULTS_DIR = "results"
-MODELS_DIR = f"{RESULTS_DIR}/models"
-EVAL_DIR = f"{RESULTS_DIR}/eval"
+MODELS = "models"  # under results/ or a variant_dir
+EVAL = "eval"
 TRANSFERENCE_DIR = f"{RESULTS_DIR}/transference"
+VARIANTS_DIR = f"{RESULTS_DIR}/variants"
 BENCH_RESULTS = "benchmarks/results.csv"  # `kml bench`, committed with the measurements of record
 
 # ---- a run folder (`kml train --out DIR`) ------------------------------------------------------------------
@@ -55,25 +60,32 @@ def checkpoint_iteration(file_name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def processed_file(dataset: str, image_size: int | str) -> str:
-    return f"{PROCESSED_DIR}/{dataset}-{image_size}.h5"
+def processed_file(dataset: str, image_size: int | str, negative: bool = False) -> str:
+    """`negative`: FC100 prepared as colour negatives for a variant (`kml prepare --fc100-negative`)."""
+    return f"{PROCESSED_DIR}/{dataset}-{image_size}{'-negative' if negative else ''}.h5"
 
 
-def training_dir(run: str) -> str:
-    return f"{MODELS_DIR}/{run}"
+def variant_dir(variant: str) -> str:
+    """A variant's folder: its own models/ and eval/ (as under results/) and its reports."""
+    return f"{VARIANTS_DIR}/{variant}"
+
+
+def training_dir(run: str, root: str = RESULTS_DIR) -> str:
+    """`root`: results/, or a variant_dir."""
+    return f"{root}/{MODELS}/{run}"
 
 
 def snapshot_file(run: str, iteration: int) -> str:
     return f"{training_dir(run)}/{SNAPSHOTS}/{checkpoint_name(iteration)}"
 
 
-def cell_csv(cell: str) -> str:
-    """`cell` is "{setting}/{method}/{shots}shot"."""
-    return f"{EVAL_DIR}/{cell}.csv"
+def cell_csv(cell: str, root: str = RESULTS_DIR) -> str:
+    """`cell` is "{setting}/{method}/{shots}shot"; `root` results/ or a variant_dir."""
+    return f"{root}/{EVAL}/{cell}.csv"
 
 
-def cell_config(cell: str) -> str:
-    return f"{EVAL_DIR}/{cell}.yaml"
+def cell_config(cell: str, root: str = RESULTS_DIR) -> str:
+    return f"{root}/{EVAL}/{cell}.yaml"
 
 
 # ---- transference (`kml transference --out-dir DIR`) -------------------------------------------------------
@@ -125,6 +137,11 @@ REPORTS: dict[str, dict[str, str]] = {
     "step_size": {
         "sweep": "transference/step_size_sweep.csv",
         **_figure("transference_step_size"),
+    },
+    # under a variant_dir: the variant's cells beside the default's and the paper's
+    "variant": {
+        "summary": "summary.csv",
+        "table": "tables/variant.tex",
     },
 }
 

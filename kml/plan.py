@@ -20,6 +20,11 @@ How a run configuration is composed (a `kml.config.RunConfig` as a plain dict):
    The dict is the job's Snakemake `params`, so editing one value in config.yaml reruns exactly the jobs
    whose result it can change (and what is built from them), and nothing else.
 
+A variant (`variants:`, kml/variants.py) composes the same way with its switches merged last (and, for
+`prepare.fc100_negative`, the negative FC100 file in `data.files`). A variant's training or cell whose
+composed configuration equals the default's *is* the default job (same files, nothing trained twice); the
+others live under results/variants/{variant}/.
+
 Every path a job reads or writes is named by kml/layout.py.
 """
 
@@ -39,6 +44,7 @@ from kml import MODES, KmlError, layout
 from kml.config import SECTIONS, ConfigError, read_values, run_config_from_dict
 from kml.layout import processed_file
 from kml.method_table import METHODS
+from kml.variants import Switch, variant_switches
 from kml.workflow_config import SINGLE, validate_workflow_config
 
 
@@ -90,10 +96,11 @@ class Training(_Job):
     shots: int
     run_config: dict[str, Any]
     snapshots: tuple[int, ...] = ()
+    root: str = layout.RESULTS_DIR  # or a variant's folder
 
     @property
     def directory(self) -> str:
-        return layout.training_dir(self.name)
+        return layout.training_dir(self.name, self.root)
 
     @property
     def model(self) -> str:
@@ -113,6 +120,7 @@ class Cell(_Job):
     shots: int
     run_config: dict[str, Any]
     trainings: tuple[Training, ...]  # the joint model, or one member per mode of the setting
+    root: str = layout.RESULTS_DIR  # or a variant's folder
 
     @property
     def name(self) -> str:
@@ -120,7 +128,7 @@ class Cell(_Job):
 
     @property
     def csv(self) -> str:
-        return layout.cell_csv(self.name)
+        return layout.cell_csv(self.name, self.root)
 
     @property
     def models(self) -> list[str]:
@@ -160,6 +168,28 @@ class TransferenceRun(_Job):
         return f"{layout.transference_dir(self.name, sweep=True)}/{layout.ratio_csv_name(last)}"
 
 
+@dataclass(frozen=True)
+class Variant:
+    """A variant's jobs: the trainings and cells its switches change (its own, under `root`), and every cell
+    it covers (its own, or the default cell where the switches change nothing)."""
+
+    name: str
+    switches: tuple[Switch, ...]
+    trainings: dict[str, Training]
+    cells: dict[str, Cell]
+
+    @property
+    def root(self) -> str:
+        return layout.variant_dir(self.name)
+
+    @property
+    def own_cells(self) -> list[Cell]:
+        return [cell for cell in self.cells.values() if cell.root == self.root]
+
+    def report_files(self) -> dict[str, str]:
+        return layout.report_files("variant", self.root)
+
+
 class Plan:
     """Every job of the workflow for one configuration, built and checked once when the Snakefile loads."""
 
@@ -191,6 +221,15 @@ class Plan:
             for shots in self.shots:
                 run = self._transference_run(method, shots)
                 self.transference[run.name] = run
+        self.variant_cells: tuple[str, ...] = self._selected_cells(config["variant_cells"], "variant_cells")
+        self.variants: dict[str, Variant] = {}
+        for name in config["variants"]:
+            variant = Variant(name, variant_switches(name), {}, {})
+            for cell_name in self.variant_cells:
+                default = self.cells[cell_name]
+                variant.cells[cell_name] = self._cell(default.setting, self.settings[default.setting],
+                                                      default.method, default.shots, variant)
+            self.variants[name] = variant
 
     # ---- checks beyond the schema --------------------------------------------------------------------------
     def _check_transference(self) -> None:
@@ -211,23 +250,50 @@ class Plan:
                 raise PlanError(f"transference.{key}: {mode!r} is not a mode of setting "
                                 f"{self.transference_setting} ({', '.join(modes)})")
 
+    def _selected_cells(self, selection: Mapping[str, Any], where: str) -> tuple[str, ...]:
+        """The names of the cells a selection (settings, methods, shots; None: all) picks, in plan order."""
+        chosen = {}
+        workflow = {"settings": tuple(self.settings), "methods": self.methods, "shots": self.shots}
+        for key, known in workflow.items():
+            picked = selection[key]
+            if picked is None:
+                chosen[key] = known
+                continue
+            unknown = [value for value in picked if value not in known]
+            if unknown:
+                raise PlanError(f"{where}.{key}: {unknown[0]!r} is not one of the workflow's {key} "
+                                f"({', '.join(map(str, known))})")
+            chosen[key] = tuple(picked)
+        return tuple(name for name, cell in self.cells.items()
+                     if cell.setting in chosen["settings"] and cell.method in chosen["methods"]
+                     and cell.shots in chosen["shots"])
+
     # ---- run configurations --------------------------------------------------------------------------------
-    def _sections(self, method: str, member_mode: str | None = None) -> dict[str, Any]:
+    def _sections(self, method: str, member_mode: str | None = None,
+                  switches: Sequence[Switch] = ()) -> dict[str, Any]:
         overrides = self.config["overrides"]
         family = METHODS[method].family
         sections = {name: dict(self.config[name]) for name in SECTIONS}
         layers = [overrides["family"].get(family), overrides["method"].get(method)]
         if member_mode is not None:
             layers.append(overrides["multi_member"].get(family, {}).get(member_mode))
+        # A variant's switches last: they decide their keys whatever the overrides say.
+        layers += [s.overlay() for s in switches if not s.data and s.applies(method)]
         for layer in layers:
             sections = deep_merge(sections, layer)
         return sections
 
+    def _negative_fc100(self, method: str, switches: Sequence[Switch]) -> bool:
+        """Whether a run reads the variant's colour-negative FC100 file instead of the workflow's own."""
+        return (not self.config["prepare"]["fc100_negative"]
+                and any(s.key == "prepare.fc100_negative" and s.applies(method) for s in switches))
+
     def _run_config(self, purpose: str, method: str, modes: tuple[str, ...], setting: str | None, shots: int,
-                    sections: Mapping[str, Any], where: str) -> dict[str, Any]:
+                    sections: Mapping[str, Any], where: str, negative_fc100: bool = False) -> dict[str, Any]:
         sections = deep_merge(sections, {"task": {"shots": shots}})
         size = sections["model"]["image_size"]
-        sections["data"]["files"] = {mode: processed_file(mode, size) for mode in modes}
+        sections["data"]["files"] = {mode: processed_file(mode, size, mode == "fc100" and negative_fc100)
+                                     for mode in modes}
         values: dict[str, Any] = {"method": method, "modes": list(modes)}
         if setting is not None:
             values["setting"] = setting
@@ -241,38 +307,65 @@ class Plan:
         return values
 
     def _training(self, name: str, method: str, modes: tuple[str, ...], setting: str | None, shots: int,
-                  member_mode: str | None = None) -> Training:
-        if name in self.trainings:
+                  member_mode: str | None = None, variant: Variant | None = None) -> Training:
+        """The training `name`, by default or in a variant: the default's own where the variant's switches
+        leave its configuration as it is."""
+        if variant is None and name in self.trainings:
             return self.trainings[name]
+        if variant is not None and name in variant.trainings:
+            return variant.trainings[name]
         snapshots = ()
         if (setting == self.transference_setting and method in self.transference_methods
                 and self.transference_checkpoints):
             snapshots = self.transference_checkpoints
-        sections = self._sections(method, member_mode)
+        switches = variant.switches if variant else ()
+        sections = self._sections(method, member_mode, switches)
+        negative_fc100 = self._negative_fc100(method, switches)
         if snapshots:
             iterations = sections["train"]["iterations"]
             if max(snapshots) > iterations:
                 raise PlanError(f"transference_runs.checkpoints: {list(snapshots)} must not exceed the "
                                 f"{iterations} training iterations of {name}; lower them or train longer")
-            sections = deep_merge(sections, {"train": {"extra_checkpoints": list(snapshots)}})
-        config = self._run_config("train", method, modes, setting, shots, sections, f"training {name}")
-        training = Training(name, method, modes, shots, config, snapshots)
-        self.trainings[name] = training
+        with_snapshots = deep_merge(sections, {"train": {"extra_checkpoints": list(snapshots)}})
+        config = self._run_config("train", method, modes, setting, shots, with_snapshots, f"training {name}",
+                                  negative_fc100)
+        if variant is None:
+            training = Training(name, method, modes, shots, config, snapshots)
+            self.trainings[name] = training
+            return training
+        default = self.trainings[name]
+        if config == default.run_config:
+            return default
+        # The variant's own training publishes no snapshots: the transference analysis reads the default's.
+        config = self._run_config("train", method, modes, setting, shots, sections,
+                                  f"training {name} of variant {variant.name}", negative_fc100)
+        training = Training(name, method, modes, shots, config, (), variant.root)
+        variant.trainings[name] = training
         return training
 
-    def _cell(self, setting: str, modes: tuple[str, ...], method: str, shots: int) -> Cell:
+    def _cell(self, setting: str, modes: tuple[str, ...], method: str, shots: int,
+              variant: Variant | None = None) -> Cell:
         if METHODS[method].multi:
             family = METHODS[method].family
             trainings = tuple(
-                self._training(f"{SINGLE}/{family}/{mode}/{shots}shot", method, (mode,), None, shots, mode)
+                self._training(f"{SINGLE}/{family}/{mode}/{shots}shot", method, (mode,), None, shots, mode,
+                               variant)
                 for mode in modes
             )
         else:
-            trainings = (self._training(f"{setting}/{method}/{shots}shot", method, modes, setting, shots),)
+            trainings = (self._training(f"{setting}/{method}/{shots}shot", method, modes, setting, shots,
+                                        None, variant),)
         name = f"{setting}/{method}/{shots}shot"
-        config = self._run_config("evaluate", method, modes, setting, shots, self._sections(method),
-                                  f"cell {name}")
-        return Cell(setting, method, shots, config, trainings)
+        switches = variant.switches if variant else ()
+        config = self._run_config("evaluate", method, modes, setting, shots,
+                                  self._sections(method, None, switches), f"cell {name}",
+                                  self._negative_fc100(method, switches))
+        if variant is None:
+            return Cell(setting, method, shots, config, trainings)
+        default = self.cells[name]
+        if config == default.run_config and trainings == default.trainings:
+            return default
+        return Cell(setting, method, shots, config, trainings, variant.root)
 
     def _transference_run(self, method: str, shots: int) -> TransferenceRun:
         setting = self.transference_setting
@@ -295,6 +388,18 @@ class Plan:
         return _lookup(self.transference, f"{method}/{int(shots)}shot", "transference run",
                        "transference_runs.methods x shots")
 
+    def variant(self, name: str) -> Variant:
+        return _lookup(self.variants, name, "variant", "variants")
+
+    def variant_training(self, variant: str, name: str) -> Training:
+        return _lookup(self.variant(variant).trainings, name, f"training of variant {variant}",
+                       "the variant's trainings whose configuration its switches change")
+
+    def variant_cell(self, variant: str, setting: str, method: str, shots: int | str) -> Cell:
+        cells = {cell.name: cell for cell in self.variant(variant).own_cells}
+        return _lookup(cells, f"{setting}/{method}/{int(shots)}shot", f"cell of variant {variant}",
+                       "variant_cells, where the variant's switches change the cell")
+
     # ---- data ---------------------------------------------------------------------------------------------
     @property
     def datasets(self) -> tuple[str, ...]:
@@ -304,8 +409,17 @@ class Plan:
 
     @property
     def processed_files(self) -> list[str]:
-        files = {f for t in self.trainings.values() for f in t.data_files}
+        """Every prepared file a training reads, a variant's included."""
+        files = {f for t in self._all_trainings() for f in t.data_files}
         return sorted(files)
+
+    @property
+    def negative_fc100_files(self) -> list[str]:
+        """The colour-negative FC100 files of variants (rule prepare_fc100_negative)."""
+        return [f for f in self.processed_files if f.endswith("-negative.h5")]
+
+    def _all_trainings(self) -> list[Training]:
+        return [*self.trainings.values(), *(t for v in self.variants.values() for t in v.trainings.values())]
 
     @property
     def synthesize(self) -> bool:
@@ -322,11 +436,12 @@ class Plan:
             args += ["--variant", download["miniimagenet_variant"]]
         return shlex.join(args)
 
-    def prepare_args(self, dataset: str) -> str:
-        """The options of `kml prepare` that concern this dataset (so a change reprepares only it), quoted."""
+    def prepare_args(self, dataset: str, negative: bool = False) -> str:
+        """The options of `kml prepare` that concern this dataset (so a change reprepares only it), quoted;
+        `negative`: those of a variant's colour-negative FC100 file."""
         prepare = self.config["prepare"]
         args = []
-        if dataset == "fc100" and prepare["fc100_negative"]:
+        if dataset == "fc100" and (prepare["fc100_negative"] or negative):
             args.append("--fc100-negative")
         if dataset == "omniglot":
             args += ["--omniglot-train-classes", str(prepare["omniglot_train_classes"])]
@@ -343,6 +458,8 @@ class Plan:
 
     def report_files(self, report: str) -> dict[str, str]:
         """The files of `kml report {report}` (kml/layout.py, REPORTS) this configuration asks for."""
+        if report == "variant":  # one per variant, in its own folder: Variant.report_files
+            return {}
         wanted = report in ("accuracy", "claims") or bool(self.transference)
         return layout.report_files(report) if wanted else {}
 
@@ -360,25 +477,35 @@ class Plan:
 
     def all_targets(self) -> list[str]:
         reports = [path for report in layout.REPORTS for path in self.report_files(report).values()]
-        return [*self.cell_csvs, *self.transference_csvs, *self.step_size_sweep_csvs, *reports]
+        variants = [path for variant in self.variants.values()
+                    for path in [*(c.csv for c in variant.own_cells), *variant.report_files().values()]]
+        return [*self.cell_csvs, *self.transference_csvs, *self.step_size_sweep_csvs, *reports, *variants]
 
     def gpu_trainings(self) -> list[Training]:
         """The trainings that run on a GPU when there is one (train.device "auto" or CUDA)."""
-        return [t for t in self.trainings.values() if t.run_config["train"]["device"] != "cpu"]
+        return [t for t in self._all_trainings() if t.run_config["train"]["device"] != "cpu"]
 
     def job_counts(self) -> dict[str, int]:
         """Jobs per kind when nothing exists yet (the dry run of `all` reports the same numbers)."""
         joint = [t for t in self.trainings.values() if not t.name.startswith(f"{SINGLE}/")]
+        negative = self.negative_fc100_files
+        variants = {
+            "prepare_fc100_negative": len(negative),
+            "train_variant": sum(len(v.trainings) for v in self.variants.values()),
+            "evaluate_variant": sum(len(v.own_cells) for v in self.variants.values()),
+            "report_variant": len(self.variants),
+        } if self.variants else {}
         return {
             "synth": len(self.datasets) if self.synthesize else 0,
             "download": len(self.datasets),
-            "prepare": len(self.processed_files),
+            "prepare": len(self.processed_files) - len(negative),
             "train_joint": len(joint),
             "train_member": len(self.trainings) - len(joint),
             "train_with_snapshots": sum(1 for t in self.trainings.values() if t.snapshots),
             "evaluate": len(self.cells),
             "transference": len(self.transference),
             "transference_sweep": len(self.transference),
+            **variants,
         }
 
 

@@ -3,8 +3,9 @@
 The run-configuration sections (`task` ... `transference`) and every override of them are checked by the very
 classes `kml train/evaluate/transference --config` use (kml/config.py), so both entry points accept and reject
 the same values; the workflow's own keys (settings, methods, shots, download, prepare, overrides,
-transference_runs, report, resources) are declared here. A problem is one `ConfigError` line naming the
-configuration file the bad value came from, the dotted key, the value and what is wrong.
+transference_runs, variants, variant_cells, report, resources) are declared here. A problem is one
+`ConfigError` line naming the configuration file the bad value came from, the dotted key, the value and what
+is wrong.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from kml.config import (
     describe_errors,
 )
 from kml.method_table import FAMILY_LABELS, JOINT_METHOD_NAMES, METHOD_NAMES
+from kml.variants import VARIANTS
 
 # Keys of the run configuration that the workflow decides per job, never config.yaml.
 DECIDED_BY_THE_WORKFLOW = {
@@ -53,6 +55,13 @@ def _setting_name(name: str) -> str:
     return name
 
 
+def _variant(name: str) -> str:
+    if name not in VARIANTS:
+        raise ValueError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)} (kml/variants.py)")
+    return name
+
+
+VariantName = Annotated[str, Strict(), AfterValidator(_variant)]
 SettingName = Annotated[str, Strict(), Field(pattern=r"^[a-z0-9][a-z0-9_]*$"), AfterValidator(_setting_name)]
 JointMethodName = Literal[JOINT_METHOD_NAMES]
 Minutes = PositiveInt
@@ -81,6 +90,15 @@ class TransferenceRuns:
     methods: Annotated[tuple[JointMethodName, ...], AfterValidator(_unique)] = ()
     # Training iterations whose snapshots are analysed; none turns the analysis off.
     checkpoints: Annotated[tuple[PositiveInt, ...], AfterValidator(_unique)] = ()
+
+
+@dataclass(frozen=True, config=SECTION)
+class CellSelection:
+    """Some of the cells: each list a subset of `settings`, `methods` and `shots`; null means all of them."""
+
+    settings: Annotated[tuple[Annotated[str, Strict()], ...], AfterValidator(_unique)] | None = None
+    methods: Annotated[tuple[MethodName, ...], AfterValidator(_unique)] | None = None
+    shots: Annotated[tuple[PositiveInt, ...], AfterValidator(_unique)] | None = None
 
 
 @dataclass(frozen=True, config=SECTION)
@@ -121,6 +139,9 @@ class WorkflowKeys:
     transference_runs: TransferenceRuns
     report: ReportConfig
     resources: ResourceGroups
+    # Variants (kml/variants.py) built by `all` beside the default cells, and which of the cells they build.
+    variants: Annotated[tuple[VariantName, ...], AfterValidator(_unique)] = ()
+    variant_cells: CellSelection = CellSelection()
 
 
 OVERRIDE_KINDS = ("family", "method", "multi_member")

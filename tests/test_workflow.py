@@ -35,6 +35,10 @@ SMOKE = ("--configfile", "presets/smoke.yaml")
 # (The CPU's task loop is what the unit tests and the byte-identity check run.)
 VMAP = {"train": {"task_batching": "vmap"}}
 SMOKE_VMAP = (*SMOKE, "vmap.yaml")
+# The smoke run also builds the released variant on four cells (presets/smoke_released.yaml).
+SMOKE_RELEASED = "presets/smoke_released.yaml"
+SMOKE_VARIANT_JOBS = {"prepare_fc100_negative": 1, "train_variant": 3, "evaluate_variant": 3,
+                      "report_variant": 1}
 METHODS = ("maml", "multi_maml", "mmaml", "mmaml_kml", "protonet", "multi_protonet", "mprotonet",
            "mprotonet_kml")
 # `snakemake -n` of the paper (config.yaml), by rule; tests/test_plan.py checks the same numbers on the plan.
@@ -133,12 +137,37 @@ def test_smoke_preset_dry_run_adds_the_synthetic_mirror(workflow):
     assert counts == {**PAPER_JOBS, "synth": 5}
 
 
+def test_released_variant_dry_run_adds_only_the_jobs_its_switches_change(workflow, tmp_path):
+    overlay = tmp_path / "released.yaml"
+    overlay.write_text(yaml.safe_dump({"variants": ["released"]}))
+    result = snakemake(workflow, "--dry-run", "--printshellcmds", "--configfile", str(overlay))
+    text = result.stdout + result.stderr
+    # 56 trainings (every run on FC100, the KML methods, the ProtoNet family), 58 cells (2Mode's MAML,
+    # Multi-MAML and MMAML cells are the default ones), one prepare job for the colour-negative FC100
+    assert job_counts(text) == {**PAPER_JOBS, "prepare_fc100_negative": 1, "train_variant": 56,
+                                "evaluate_variant": 58, "report_variant": 1}
+    outputs = [f for line in re.findall(r"^\s+output: (.*)$", text, re.MULTILINE) for f in line.split(", ")]
+    assert "results/variants/released/models/2mode_dagger/maml/5shot/model.pt" in outputs
+    assert "results/variants/released/eval/2mode/mprotonet_kml/1shot.csv" in outputs
+    assert not any(f.startswith("results/variants/released/models/2mode/maml/") for f in outputs)
+    assert "results/variants/released/summary.csv" in outputs
+    negative = [line for line in text.splitlines() if "kml prepare" in line and "--fc100-negative" in line]
+    assert len(negative) == 1 and "--out data/processed/fc100-84-negative.h5" in negative[0]
+
+
+def test_the_smoke_variant_dry_run_adds_its_few_jobs(workflow):
+    counts, outputs = dry_run(workflow, *SMOKE, SMOKE_RELEASED)
+    assert counts == {**PAPER_JOBS, "synth": 5, **SMOKE_VARIANT_JOBS}
+    assert "data/processed/fc100-16-negative.h5" in outputs
+
+
 # More cases, without Snakemake:
 # tests/test_plan.py::test_bad_values_are_rejected_naming_the_key_and_the_value.
 @pytest.mark.parametrize(("overlay", "named"), [
     ({"train": {"iteratons": 5}}, "bad.yaml: train.iteratons: unknown key; known keys here: amp_bf16"),
     ({"overrides": {"multi_member": {"maml": {"omniglot": {"train": {"iterations": "10"}}}}}},
      "bad.yaml: overrides.multi_member.maml.omniglot.train.iterations: expected an integer, got '10'"),
+    ({"variants": ["releast"]}, "bad.yaml: variants: unknown variant 'releast'; choose from released"),
 ])
 def test_snakemake_rejects_a_misspelt_key_or_wrong_type_naming_it(workflow, tmp_path, overlay, named):
     bad = tmp_path / "bad.yaml"
@@ -190,7 +219,7 @@ def smoke(tmp_path_factory) -> Path:
     """The smoke preset's whole `all` target, run once in a fresh copy with 2 cores."""
     workdir = copy_workflow(tmp_path_factory.mktemp("smoke"))
     (workdir / "vmap.yaml").write_text(yaml.safe_dump(VMAP))
-    snakemake(workdir, "--cores", "2", *SMOKE_VMAP)
+    snakemake(workdir, "--cores", "2", *SMOKE_VMAP, SMOKE_RELEASED)
     return workdir
 
 
@@ -259,6 +288,27 @@ def test_smoke_writes_every_transference_output(smoke):
     assert {f.stem for f in figures} == {f"transference_{name}" for name in (
         "histograms", "checkpoints", "single_target", "per_target", "kml", "step_size")}
     assert all(f.stat().st_size > 1000 for f in figures) and {f.suffix for f in figures} == {".pdf", ".png"}
+
+
+@pytest.mark.slow
+def test_smoke_writes_the_released_variant_beside_the_default_cells(smoke):
+    variant = smoke / "results" / "variants" / "released"
+    summary = pd.read_csv(variant / "summary.csv")
+    assert set(map(tuple, summary[["setting", "method", "shots"]].values.tolist())) == {
+        (s, m, 1) for s in ("2mode_dagger", "2mode") for m in ("maml", "mprotonet_kml")}
+    # 2Mode MAML reads no switch: the default cell itself, difference 0 by construction
+    same = summary.set_index(["setting", "method"])["same_configuration"]
+    assert same.to_dict() == {("2mode_dagger", "maml"): False, ("2mode_dagger", "mprotonet_kml"): False,
+                              ("2mode", "maml"): True, ("2mode", "mprotonet_kml"): False}
+    assert (summary.loc[summary["same_configuration"], "delta_pct"] == 0).all()
+    assert summary["variant_accuracy"].between(0, 100).all() and summary["paper_accuracy"].notna().all()
+    assert "plumbing" in (variant / "tables" / "variant.tex").read_text()
+    recorded = yaml.safe_load((variant / "models" / "2mode_dagger" / "mprotonet_kml" / "1shot"
+                               / "config.yaml").read_text())
+    assert recorded["model"]["kml_form"] == "released" and recorded["protonet"]["transductive"] == "released"
+    assert recorded["data"]["files"]["fc100"] == "data/processed/fc100-16-negative.h5"
+    assert not (variant / "models" / "2mode").joinpath("maml").exists()
+    assert (smoke / "data" / "processed" / "fc100-16-negative.h5").exists()
 
 
 @pytest.mark.slow

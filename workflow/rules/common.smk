@@ -35,12 +35,14 @@ wildcard_constraints:
     shots=r"\d+",
     dataset=alternation(PLAN.datasets),
     size=r"\d+",
+    variant=alternation(PLAN.variants),
 
 
 # The wildcard patterns of a run folder, a table cell and a transference analysis (kml/layout.py names them).
 RUN = "{run}"
 CELL = "{setting}/{method}/{shots}shot"
 TRANSFERENCE_RUN = "{method}/{shots}shot"
+VARIANT = layout.variant_dir("{variant}")  # a variant's folder: its own models/ and eval/
 
 
 # ---- run configurations: a job writes its own from its params, so a changed value reruns exactly it -------
@@ -60,6 +62,14 @@ def transference_config(wildcards):
 
 def sweep_config(wildcards):
     return to_yaml(PLAN.transference_run(wildcards.method, wildcards.shots).sweep_run_config)
+
+
+def variant_training_config(wildcards):
+    return to_yaml(PLAN.variant_training(wildcards.variant, wildcards.run).run_config)
+
+
+def variant_cell_config(wildcards):
+    return to_yaml(variant_cell(wildcards).run_config)
 
 
 # ---- inputs and outputs ------------------------------------------------------------------------------------
@@ -106,6 +116,34 @@ def sweep_snapshot(wildcards):
 
 def transference_data(wildcards):
     return PLAN.transference_run(wildcards.method, wildcards.shots).data_files
+
+
+def variant_training_names():
+    """Regex of every variant's own trainings (the rule's {variant} wildcard says whose)."""
+    return alternation(n for v in PLAN.variants.values() for n in v.trainings)
+
+
+def variant_training_data(wildcards):
+    return PLAN.variant_training(wildcards.variant, wildcards.run).data_files
+
+
+def variant_cell(wildcards):
+    return PLAN.variant_cell(wildcards.variant, wildcards.setting, wildcards.method, wildcards.shots)
+
+
+def variant_cell_models(wildcards):
+    return variant_cell(wildcards).models
+
+
+def variant_cell_data(wildcards):
+    return variant_cell(wildcards).data_files
+
+
+def variant_report_inputs(wildcards):
+    """A variant's cells (its own, or the default one where it changes nothing) and their default cells."""
+    variant = PLAN.variant(wildcards.variant)
+    return {"cells": [c.csv for c in variant.cells.values()],
+            "default": [PLAN.cells[name].csv for name in variant.cells]}
 
 
 def report_outputs(name, captions):

@@ -62,3 +62,17 @@ rule prepare:
     shell:
         f"kml prepare {{wildcards.dataset}} --raw {layout.RAW_DIR} --out {{output}} --image-size {{wildcards.size}}"
         f" --workers {{threads}} {{params.options}} > {{log}} 2>&1"
+
+
+# A variant's colour-negative FC100 (prepare.fc100_negative), when the workflow's own FC100 file is not.
+if PLAN.negative_fc100_files:
+
+    use rule prepare as prepare_fc100_negative with:
+        output:
+            layout.processed_file("{dataset}", "{size}", negative=True),
+        params:
+            options=lambda wildcards: PLAN.prepare_args(wildcards.dataset, negative=True),
+        wildcard_constraints:
+            dataset="fc100",
+        log:
+            "logs/prepare/{dataset}-{size}-negative.log",

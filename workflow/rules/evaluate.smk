@@ -25,3 +25,20 @@ rule evaluate:
     shell:
         "printf '%s\\n' {params.run_config:q} > {output.config}"
         " && kml evaluate --config {output.config} {params.models} --out {output.csv} > {log} 2>&1"
+
+
+# A variant's own cells, results/variants/{variant}/eval/...: on the same fixed test tasks as the default's.
+if PLAN.variants:
+
+    use rule evaluate as evaluate_variant with:
+        input:
+            models=variant_cell_models,
+            data=variant_cell_data,
+        output:
+            config=layout.cell_config(CELL, VARIANT),
+            csv=layout.cell_csv(CELL, VARIANT),
+        params:
+            run_config=variant_cell_config,
+            models=lambda wildcards, input: repeated_option("--model", input.models),
+        log:
+            "logs/variants/{variant}/evaluate/{setting}/{method}/{shots}shot.log",

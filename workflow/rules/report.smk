@@ -110,3 +110,31 @@ if PLAN.transference:
             "../../envs/report.yaml"
         shell:
             f"kml report step-size {{input.csvs}} --out-dir {layout.RESULTS_DIR} {{params.step_sizes}} {{params.note}} > {{log}} 2>&1"
+
+
+# A variant's cells beside the default ones and the paper's: results/variants/{variant}/summary.csv and
+# tables/variant.tex.
+if PLAN.variants:
+
+    rule report_variant:
+        input:
+            unpack(variant_report_inputs),
+        output:
+            **{
+                name: report(path, caption=f"../report/variant_{name}.rst", category="Variants")
+                for name, path in layout.report_files("variant", VARIANT).items()
+            },
+        params:
+            out_dir=lambda wildcards: layout.variant_dir(wildcards.variant),
+            note=note_option(),
+        log:
+            "logs/report/variant_{variant}.log",
+        threads: RES["report"]["threads"]
+        resources:
+            mem_mb=RES["report"]["mem_mb"],
+            runtime=RES["report"]["runtime"],
+        conda:
+            "../../envs/report.yaml"
+        shell:
+            "kml report variant {input.cells} --default {input.default} --variant {wildcards.variant}"
+            " --out-dir {params.out_dir} {params.note} > {log} 2>&1"

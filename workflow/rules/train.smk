@@ -46,3 +46,24 @@ use rule train as train_with_snapshots with:
         snapshots=snapshot_outputs(),
     wildcard_constraints:
         run=training_names(with_snapshots=True),
+
+
+# A variant's own trainings (kml/variants.py): those whose configuration its switches change, under
+# results/variants/{variant}/models/{run}/; the others are the default trainings above. No snapshots.
+if PLAN.variants:
+
+    use rule train as train_variant with:
+        input:
+            data=variant_training_data,
+        output:
+            config=f"{layout.training_dir(RUN, VARIANT)}/{layout.RUN_YAML}",
+            model=f"{layout.training_dir(RUN, VARIANT)}/{layout.MODEL}",
+        params:
+            run_config=variant_training_config,
+            out=lambda wildcards, output: Path(output.model).parent,
+        wildcard_constraints:
+            run=variant_training_names(),
+        log:
+            "logs/variants/{variant}/train/{run}.log",
+        benchmark:
+            "results/benchmarks/variants/{variant}/train/{run}.tsv"
