@@ -126,6 +126,12 @@ def _report_variant(args: argparse.Namespace) -> None:
     report_variant(args.default, args.cells, args.variant, out_dir=args.out_dir, note=args.note)
 
 
+def _report_ablations(args: argparse.Namespace) -> None:
+    from kml.report.ablations import report_ablations
+
+    report_ablations(args.ablation, args.default, out_dir=args.out_dir, note=args.note)
+
+
 def _report_claims(args: argparse.Namespace) -> None:
     from kml.report import report_claims
 
@@ -262,6 +268,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out-dir", type=Path, required=True, help="writes summary.csv, tables/variant.tex")
     r.add_argument("--note", help="text printed in the table's caption")
     r.set_defaults(handler=_report_variant)
+    r = reports.add_parser("ablations", help="each released-code switch flipped alone, paired with the "
+                                             "default cells task by task")
+    r.add_argument("--ablation", nargs=2, action="append", required=True, metavar=("SWITCH", "CELL.csv"),
+                   help="one cell of the ablation of SWITCH (a dotted key of kml/variants.py), the default "
+                        "cell's own where the switch changes nothing; repeated")
+    r.add_argument("--default", type=Path, nargs="+", required=True, metavar="CELL.csv",
+                   help="the default cell CSV of every ablation cell")
+    r.add_argument("--out-dir", type=Path, required=True,
+                   help="writes ablations/summary.csv, tables/ablations.tex, figures/ablations.{pdf,png}")
+    r.add_argument("--note", help="text printed in the table's caption and the figure's title")
+    r.set_defaults(handler=_report_ablations)
     r = reports.add_parser("transference",
                            help="transference summary, table and figures from `kml transference` CSVs")
     r.add_argument("csvs", type=Path, nargs="+", metavar="CSV",

@@ -17,6 +17,8 @@ changed here changes everywhere at once. Nothing here imports torch: the reports
         .../step_size_sweep/iter{N}.csv                   the step-size sweep on the last snapshot
     results/variants/{variant}/{models,eval}/...          a variant's own trainings and cells
                                                           (kml/variants.py), named as above; its reports
+    results/ablations/{switch}/{models,eval}/...          one switch flipped alone (config.yaml `ablations`),
+                                                          {switch} its dotted key, e.g. model.kml_form
     data/processed/fc100-{size}-negative.h5               colour-negative FC100 for a variant, when the
                                                           workflow's own FC100 file is not negative
     results/{summary,per_mode,claims}.csv, results/tables/, results/figures/, results/transference/*.csv
@@ -36,6 +38,7 @@ MODELS = "models"  # under results/ or a variant_dir
 EVAL = "eval"
 TRANSFERENCE_DIR = f"{RESULTS_DIR}/transference"
 VARIANTS_DIR = f"{RESULTS_DIR}/variants"
+ABLATIONS_DIR = f"{RESULTS_DIR}/ablations"
 BENCH_RESULTS = "benchmarks/results.csv"  # `kml bench`, committed with the measurements of record
 
 # ---- a run folder (`kml train --out DIR`) ------------------------------------------------------------------
@@ -70,8 +73,14 @@ def variant_dir(variant: str) -> str:
     return f"{VARIANTS_DIR}/{variant}"
 
 
+def ablation_dir(switch: str) -> str:
+    """One switch's ablation folder: its own models/ and eval/ (as under results/); `switch` is its dotted key
+    (kml/variants.py, SWITCHES), a safe folder name."""
+    return f"{ABLATIONS_DIR}/{switch}"
+
+
 def training_dir(run: str, root: str = RESULTS_DIR) -> str:
-    """`root`: results/, or a variant_dir."""
+    """`root`: results/, a variant_dir or an ablation_dir."""
     return f"{root}/{MODELS}/{run}"
 
 
@@ -80,7 +89,7 @@ def snapshot_file(run: str, iteration: int) -> str:
 
 
 def cell_csv(cell: str, root: str = RESULTS_DIR) -> str:
-    """`cell` is "{setting}/{method}/{shots}shot"; `root` results/ or a variant_dir."""
+    """`cell` is "{setting}/{method}/{shots}shot"; `root` results/, a variant_dir or an ablation_dir."""
     return f"{root}/{EVAL}/{cell}.csv"
 
 
@@ -142,6 +151,12 @@ REPORTS: dict[str, dict[str, str]] = {
     "variant": {
         "summary": "summary.csv",
         "table": "tables/variant.tex",
+    },
+    # every ablation (one switch flipped alone) paired with the default cells
+    "ablations": {
+        "summary": "ablations/summary.csv",
+        "table": "tables/ablations.tex",
+        **_figure("ablations"),
     },
 }
 

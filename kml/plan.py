@@ -23,7 +23,8 @@ How a run configuration is composed (a `kml.config.RunConfig` as a plain dict):
 A variant (`variants:`, kml/variants.py) composes the same way with its switches merged last (and, for
 `prepare.fc100_negative`, the negative FC100 file in `data.files`). A variant's training or cell whose
 composed configuration equals the default's *is* the default job (same files, nothing trained twice); the
-others live under results/variants/{variant}/.
+others live under results/variants/{variant}/. An ablation (`ablations:`) is the same with one switch: one
+per switch listed, on the cells `ablations` selects, under results/ablations/{switch}/.
 
 Every path a job reads or writes is named by kml/layout.py.
 """
@@ -34,7 +35,7 @@ import copy
 import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ from kml import MODES, KmlError, layout
 from kml.config import SECTIONS, ConfigError, read_values, run_config_from_dict
 from kml.layout import processed_file
 from kml.method_table import METHODS
-from kml.variants import Switch, variant_switches
+from kml.variants import SWITCHES, Switch, variant_switches
 from kml.workflow_config import SINGLE, validate_workflow_config
 
 
@@ -170,24 +171,27 @@ class TransferenceRun(_Job):
 
 @dataclass(frozen=True)
 class Variant:
-    """A variant's jobs: the trainings and cells its switches change (its own, under `root`), and every cell
-    it covers (its own, or the default cell where the switches change nothing)."""
+    """A variant's (or an ablation's: `kind`) jobs: the trainings and cells its switches change (its own,
+    under `root`), and every cell it covers (its own, or the default cell where the switches change
+    nothing)."""
 
-    name: str
+    name: str  # a variant's name, or an ablation's switch (its dotted key)
     switches: tuple[Switch, ...]
-    trainings: dict[str, Training]
-    cells: dict[str, Cell]
+    kind: str = "variant"  # or "ablation"
+    trainings: dict[str, Training] = field(default_factory=dict)
+    cells: dict[str, Cell] = field(default_factory=dict)
 
     @property
     def root(self) -> str:
-        return layout.variant_dir(self.name)
+        return layout.ablation_dir(self.name) if self.kind == "ablation" else layout.variant_dir(self.name)
 
     @property
     def own_cells(self) -> list[Cell]:
         return [cell for cell in self.cells.values() if cell.root == self.root]
 
     def report_files(self) -> dict[str, str]:
-        return layout.report_files("variant", self.root)
+        """A variant's own report (the ablations share one: Plan.report_files("ablations"))."""
+        return layout.report_files("variant", self.root) if self.kind == "variant" else {}
 
 
 class Plan:
@@ -222,14 +226,23 @@ class Plan:
                 run = self._transference_run(method, shots)
                 self.transference[run.name] = run
         self.variant_cells: tuple[str, ...] = self._selected_cells(config["variant_cells"], "variant_cells")
-        self.variants: dict[str, Variant] = {}
-        for name in config["variants"]:
-            variant = Variant(name, variant_switches(name), {}, {})
-            for cell_name in self.variant_cells:
-                default = self.cells[cell_name]
-                variant.cells[cell_name] = self._cell(default.setting, self.settings[default.setting],
-                                                      default.method, default.shots, variant)
-            self.variants[name] = variant
+        self.variants: dict[str, Variant] = {
+            name: self._compose(Variant(name, variant_switches(name)), self.variant_cells)
+            for name in config["variants"]}
+        # Checked only when some switch is ablated: a preset with fewer settings may leave the selection be.
+        self.ablation_cells: tuple[str, ...] = (
+            self._selected_cells(config["ablations"], "ablations") if config["ablations"]["switches"] else ())
+        self.ablations: dict[str, Variant] = {
+            key: self._compose(Variant(key, (SWITCHES[key],), "ablation"), self.ablation_cells)
+            for key in config["ablations"]["switches"]}
+
+    def _compose(self, variant: Variant, cell_names: Sequence[str]) -> Variant:
+        """`variant` with its cells among `cell_names` and the trainings they need."""
+        for cell_name in cell_names:
+            default = self.cells[cell_name]
+            variant.cells[cell_name] = self._cell(default.setting, self.settings[default.setting],
+                                                  default.method, default.shots, variant)
+        return variant
 
     # ---- checks beyond the schema --------------------------------------------------------------------------
     def _check_transference(self) -> None:
@@ -338,7 +351,7 @@ class Plan:
             return default
         # The variant's own training publishes no snapshots: the transference analysis reads the default's.
         config = self._run_config("train", method, modes, setting, shots, sections,
-                                  f"training {name} of variant {variant.name}", negative_fc100)
+                                  f"training {name} of {variant.kind} {variant.name}", negative_fc100)
         training = Training(name, method, modes, shots, config, (), variant.root)
         variant.trainings[name] = training
         return training
@@ -391,14 +404,30 @@ class Plan:
     def variant(self, name: str) -> Variant:
         return _lookup(self.variants, name, "variant", "variants")
 
+    def ablation(self, switch: str) -> Variant:
+        return _lookup(self.ablations, switch, "ablation", "ablations.switches")
+
+    def composed(self, kind: str, name: str) -> Variant:
+        """The variant `name` (kind "variant") or the ablation of switch `name` (kind "ablation")."""
+        return self.variant(name) if kind == "variant" else self.ablation(name)
+
+    def own_training(self, kind: str, name: str, run: str) -> Training:
+        """A training of a variant or an ablation (`composed`) that its switches change."""
+        return _lookup(self.composed(kind, name).trainings, run, f"training of {kind} {name}",
+                       f"the {kind}'s trainings whose configuration its switches change")
+
+    def own_cell(self, kind: str, name: str, setting: str, method: str, shots: int | str) -> Cell:
+        """A cell of a variant or an ablation (`composed`) that its switches change."""
+        cells = {cell.name: cell for cell in self.composed(kind, name).own_cells}
+        selection = "variant_cells" if kind == "variant" else "ablations"
+        return _lookup(cells, f"{setting}/{method}/{int(shots)}shot", f"cell of {kind} {name}",
+                       f"{selection}, where the {kind}'s switches change the cell")
+
     def variant_training(self, variant: str, name: str) -> Training:
-        return _lookup(self.variant(variant).trainings, name, f"training of variant {variant}",
-                       "the variant's trainings whose configuration its switches change")
+        return self.own_training("variant", variant, name)
 
     def variant_cell(self, variant: str, setting: str, method: str, shots: int | str) -> Cell:
-        cells = {cell.name: cell for cell in self.variant(variant).own_cells}
-        return _lookup(cells, f"{setting}/{method}/{int(shots)}shot", f"cell of variant {variant}",
-                       "variant_cells, where the variant's switches change the cell")
+        return self.own_cell("variant", variant, setting, method, shots)
 
     # ---- data ---------------------------------------------------------------------------------------------
     @property
@@ -419,7 +448,8 @@ class Plan:
         return [f for f in self.processed_files if f.endswith("-negative.h5")]
 
     def _all_trainings(self) -> list[Training]:
-        return [*self.trainings.values(), *(t for v in self.variants.values() for t in v.trainings.values())]
+        composed = [*self.variants.values(), *self.ablations.values()]
+        return [*self.trainings.values(), *(t for v in composed for t in v.trainings.values())]
 
     @property
     def synthesize(self) -> bool:
@@ -460,8 +490,22 @@ class Plan:
         """The files of `kml report {report}` (kml/layout.py, REPORTS) this configuration asks for."""
         if report == "variant":  # one per variant, in its own folder: Variant.report_files
             return {}
+        if report == "ablations":
+            return layout.report_files(report) if self.ablations else {}
         wanted = report in ("accuracy", "claims") or bool(self.transference)
         return layout.report_files(report) if wanted else {}
+
+    @property
+    def ablation_report_cells(self) -> list[str]:
+        """What `kml report ablations` reads: every ablation's cells and the default cells they pair with."""
+        files = [c.csv for a in self.ablations.values() for c in a.cells.values()]
+        return list(dict.fromkeys([*files, *(self.cells[name].csv for name in self.ablation_cells)]))
+
+    def ablation_report_args(self) -> str:
+        """`kml report ablations`'s options: `--ablation SWITCH CELL` per ablation cell, then the defaults."""
+        args = [arg for a in self.ablations.values() for cell in a.cells.values()
+                for arg in ("--ablation", a.name, cell.csv)]
+        return shlex.join([*args, "--default", *(self.cells[name].csv for name in self.ablation_cells)])
 
     @property
     def step_size_sweep_csvs(self) -> list[str]:
@@ -477,7 +521,7 @@ class Plan:
 
     def all_targets(self) -> list[str]:
         reports = [path for report in layout.REPORTS for path in self.report_files(report).values()]
-        variants = [path for variant in self.variants.values()
+        variants = [path for variant in [*self.variants.values(), *self.ablations.values()]
                     for path in [*(c.csv for c in variant.own_cells), *variant.report_files().values()]]
         return [*self.cell_csvs, *self.transference_csvs, *self.step_size_sweep_csvs, *reports, *variants]
 
@@ -489,12 +533,15 @@ class Plan:
         """Jobs per kind when nothing exists yet (the dry run of `all` reports the same numbers)."""
         joint = [t for t in self.trainings.values() if not t.name.startswith(f"{SINGLE}/")]
         negative = self.negative_fc100_files
-        variants = {
-            "prepare_fc100_negative": len(negative),
-            "train_variant": sum(len(v.trainings) for v in self.variants.values()),
-            "evaluate_variant": sum(len(v.own_cells) for v in self.variants.values()),
-            "report_variant": len(self.variants),
-        } if self.variants else {}
+        variants = {"prepare_fc100_negative": len(negative)} if self.variants or self.ablations else {}
+        for kind, composed in (("variant", self.variants), ("ablation", self.ablations)):
+            if composed:
+                variants[f"train_{kind}"] = sum(len(v.trainings) for v in composed.values())
+                variants[f"evaluate_{kind}"] = sum(len(v.own_cells) for v in composed.values())
+        if self.variants:
+            variants["report_variant"] = len(self.variants)
+        if self.ablations:
+            variants["report_ablations"] = 1
         return {
             "synth": len(self.datasets) if self.synthesize else 0,
             "download": len(self.datasets),

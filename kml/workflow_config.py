@@ -3,9 +3,9 @@
 The run-configuration sections (`task` ... `transference`) and every override of them are checked by the very
 classes `kml train/evaluate/transference --config` use (kml/config.py), so both entry points accept and reject
 the same values; the workflow's own keys (settings, methods, shots, download, prepare, overrides,
-transference_runs, variants, variant_cells, report, resources) are declared here. A problem is one
-`ConfigError` line naming the configuration file the bad value came from, the dotted key, the value and what
-is wrong.
+transference_runs, variants, variant_cells, ablations, report, resources) are declared here. A problem is
+one `ConfigError` line naming the configuration file the bad value came from, the dotted key, the value and
+what is wrong.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from kml.config import (
     describe_errors,
 )
 from kml.method_table import FAMILY_LABELS, JOINT_METHOD_NAMES, METHOD_NAMES
-from kml.variants import VARIANTS
+from kml.variants import SWITCHES, VARIANTS
 
 # Keys of the run configuration that the workflow decides per job, never config.yaml.
 DECIDED_BY_THE_WORKFLOW = {
@@ -61,8 +61,15 @@ def _variant(name: str) -> str:
     return name
 
 
+def _switch(name: str) -> str:
+    if name not in SWITCHES:
+        raise ValueError(f"unknown switch {name!r}; choose from {', '.join(SWITCHES)} (kml/variants.py)")
+    return name
+
+
 VariantName = Annotated[str, Strict(), AfterValidator(_variant)]
 SettingName = Annotated[str, Strict(), Field(pattern=r"^[a-z0-9][a-z0-9_]*$"), AfterValidator(_setting_name)]
+SwitchName = Annotated[str, Strict(), AfterValidator(_switch)]
 JointMethodName = Literal[JOINT_METHOD_NAMES]
 Minutes = PositiveInt
 
@@ -99,6 +106,14 @@ class CellSelection:
     settings: Annotated[tuple[Annotated[str, Strict()], ...], AfterValidator(_unique)] | None = None
     methods: Annotated[tuple[MethodName, ...], AfterValidator(_unique)] | None = None
     shots: Annotated[tuple[PositiveInt, ...], AfterValidator(_unique)] | None = None
+
+
+@dataclass(frozen=True, config=SECTION)
+class Ablations(CellSelection):
+    """Each switch flipped alone to its released value (one ablation per switch; none: off), on the cells the
+    selection picks."""
+
+    switches: Annotated[tuple[SwitchName, ...], AfterValidator(_unique)] = ()
 
 
 @dataclass(frozen=True, config=SECTION)
@@ -142,6 +157,8 @@ class WorkflowKeys:
     # Variants (kml/variants.py) built by `all` beside the default cells, and which of the cells they build.
     variants: Annotated[tuple[VariantName, ...], AfterValidator(_unique)] = ()
     variant_cells: CellSelection = CellSelection()
+    # Ablations: each switch of kml/variants.py alone, on some cells, under results/ablations/{switch}/.
+    ablations: Ablations = Ablations()
 
 
 OVERRIDE_KINDS = ("family", "method", "multi_member")

@@ -392,7 +392,8 @@ def test_an_empty_file_or_a_repeated_cell_is_an_error_naming_the_files(tmp_path)
 
 def test_the_reports_and_the_plan_never_import_torch():
     """Reading CSVs must not need torch (a report environment may lack it; it costs seconds to import)."""
-    modules = ["kml.report", "kml.report.step_size", "kml.report.transference_figures", "kml.plan", "kml.cli"]
+    modules = ["kml.report", "kml.report.step_size", "kml.report.transference_figures",
+               "kml.report.ablations", "kml.plan", "kml.cli"]
     code = (f"import sys, {', '.join(modules)}; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -36,6 +36,7 @@ wildcard_constraints:
     dataset=alternation(PLAN.datasets),
     size=r"\d+",
     variant=alternation(PLAN.variants),
+    switch=alternation(PLAN.ablations),
 
 
 # The wildcard patterns of a run folder, a table cell and a transference analysis (kml/layout.py names them).
@@ -43,6 +44,7 @@ RUN = "{run}"
 CELL = "{setting}/{method}/{shots}shot"
 TRANSFERENCE_RUN = "{method}/{shots}shot"
 VARIANT = layout.variant_dir("{variant}")  # a variant's folder: its own models/ and eval/
+ABLATION = layout.ablation_dir("{switch}")  # an ablation's folder (one switch flipped alone), the same
 
 
 # ---- run configurations: a job writes its own from its params, so a changed value reruns exactly it -------
@@ -64,12 +66,13 @@ def sweep_config(wildcards):
     return to_yaml(PLAN.transference_run(wildcards.method, wildcards.shots).sweep_run_config)
 
 
-def variant_training_config(wildcards):
-    return to_yaml(PLAN.variant_training(wildcards.variant, wildcards.run).run_config)
+def own_training_config(kind):
+    """A variant's or an ablation's own training's run configuration (`kind` as in own_training)."""
+    return lambda wildcards: to_yaml(own_training(kind, wildcards).run_config)
 
 
-def variant_cell_config(wildcards):
-    return to_yaml(variant_cell(wildcards).run_config)
+def own_cell_config(kind):
+    return lambda wildcards: to_yaml(own_cell(kind, wildcards).run_config)
 
 
 # ---- inputs and outputs ------------------------------------------------------------------------------------
@@ -118,25 +121,36 @@ def transference_data(wildcards):
     return PLAN.transference_run(wildcards.method, wildcards.shots).data_files
 
 
-def variant_training_names():
-    """Regex of every variant's own trainings (the rule's {variant} wildcard says whose)."""
-    return alternation(n for v in PLAN.variants.values() for n in v.trainings)
+# A variant's or an ablation's own jobs (kml/plan.py, Plan.composed): `kind` "variant" names it by the
+# {variant} wildcard, "ablation" by {switch}.
+COMPOSED_WILDCARD = {"variant": "variant", "ablation": "switch"}
 
 
-def variant_training_data(wildcards):
-    return PLAN.variant_training(wildcards.variant, wildcards.run).data_files
+def own_training(kind, wildcards):
+    return PLAN.own_training(kind, wildcards[COMPOSED_WILDCARD[kind]], wildcards.run)
 
 
-def variant_cell(wildcards):
-    return PLAN.variant_cell(wildcards.variant, wildcards.setting, wildcards.method, wildcards.shots)
+def own_cell(kind, wildcards):
+    name = wildcards[COMPOSED_WILDCARD[kind]]
+    return PLAN.own_cell(kind, name, wildcards.setting, wildcards.method, wildcards.shots)
 
 
-def variant_cell_models(wildcards):
-    return variant_cell(wildcards).models
+def own_training_names(kind):
+    """Regex of every variant's (or ablation's) own trainings (the rule's wildcard says whose)."""
+    composed = PLAN.variants if kind == "variant" else PLAN.ablations
+    return alternation(n for v in composed.values() for n in v.trainings)
 
 
-def variant_cell_data(wildcards):
-    return variant_cell(wildcards).data_files
+def own_training_data(kind):
+    return lambda wildcards: own_training(kind, wildcards).data_files
+
+
+def own_cell_models(kind):
+    return lambda wildcards: own_cell(kind, wildcards).models
+
+
+def own_cell_data(kind):
+    return lambda wildcards: own_cell(kind, wildcards).data_files
 
 
 def variant_report_inputs(wildcards):

@@ -32,13 +32,30 @@ if PLAN.variants:
 
     use rule evaluate as evaluate_variant with:
         input:
-            models=variant_cell_models,
-            data=variant_cell_data,
+            models=own_cell_models("variant"),
+            data=own_cell_data("variant"),
         output:
             config=layout.cell_config(CELL, VARIANT),
             csv=layout.cell_csv(CELL, VARIANT),
         params:
-            run_config=variant_cell_config,
+            run_config=own_cell_config("variant"),
             models=lambda wildcards, input: repeated_option("--model", input.models),
         log:
             "logs/variants/{variant}/evaluate/{setting}/{method}/{shots}shot.log",
+
+
+# An ablation's own cells, results/ablations/{switch}/eval/...
+if PLAN.ablations:
+
+    use rule evaluate as evaluate_ablation with:
+        input:
+            models=own_cell_models("ablation"),
+            data=own_cell_data("ablation"),
+        output:
+            config=layout.cell_config(CELL, ABLATION),
+            csv=layout.cell_csv(CELL, ABLATION),
+        params:
+            run_config=own_cell_config("ablation"),
+            models=lambda wildcards, input: repeated_option("--model", input.models),
+        log:
+            "logs/ablations/{switch}/evaluate/{setting}/{method}/{shots}shot.log",

@@ -138,3 +138,34 @@ if PLAN.variants:
         shell:
             "kml report variant {input.cells} --default {input.default} --variant {wildcards.variant}"
             " --out-dir {params.out_dir} {params.note} > {log} 2>&1"
+
+
+# Every ablation's cells paired with the default cells: results/ablations/summary.csv, tables/ablations.tex,
+# figures/ablations.{pdf,png}.
+if PLAN.ablations:
+
+    rule report_ablations:
+        input:
+            cells=PLAN.ablation_report_cells,
+        output:
+            **report_outputs(
+                "ablations",
+                {
+                    "summary": ("ablations_summary", "Ablations"),
+                    "table": ("ablations_table", "Ablations"),
+                    "figure": ("ablations_figure", "Ablations"),
+                },
+            ),
+        params:
+            cells=PLAN.ablation_report_args(),
+            note=note_option(),
+        log:
+            "logs/report/ablations.log",
+        threads: RES["report"]["threads"]
+        resources:
+            mem_mb=RES["report"]["mem_mb"],
+            runtime=RES["report"]["runtime"],
+        conda:
+            "../../envs/report.yaml"
+        shell:
+            f"kml report ablations {{params.cells}} --out-dir {layout.RESULTS_DIR} {{params.note}} > {{log}} 2>&1"

@@ -54,16 +54,36 @@ if PLAN.variants:
 
     use rule train as train_variant with:
         input:
-            data=variant_training_data,
+            data=own_training_data("variant"),
         output:
             config=f"{layout.training_dir(RUN, VARIANT)}/{layout.RUN_YAML}",
             model=f"{layout.training_dir(RUN, VARIANT)}/{layout.MODEL}",
         params:
-            run_config=variant_training_config,
+            run_config=own_training_config("variant"),
             out=lambda wildcards, output: Path(output.model).parent,
         wildcard_constraints:
-            run=variant_training_names(),
+            run=own_training_names("variant"),
         log:
             "logs/variants/{variant}/train/{run}.log",
         benchmark:
             "results/benchmarks/variants/{variant}/train/{run}.tsv"
+
+
+# An ablation's own trainings (one switch flipped alone): results/ablations/{switch}/models/{run}/.
+if PLAN.ablations:
+
+    use rule train as train_ablation with:
+        input:
+            data=own_training_data("ablation"),
+        output:
+            config=f"{layout.training_dir(RUN, ABLATION)}/{layout.RUN_YAML}",
+            model=f"{layout.training_dir(RUN, ABLATION)}/{layout.MODEL}",
+        params:
+            run_config=own_training_config("ablation"),
+            out=lambda wildcards, output: Path(output.model).parent,
+        wildcard_constraints:
+            run=own_training_names("ablation"),
+        log:
+            "logs/ablations/{switch}/train/{run}.log",
+        benchmark:
+            "results/benchmarks/ablations/{switch}/train/{run}.tsv"
