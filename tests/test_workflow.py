@@ -161,6 +161,20 @@ def test_the_smoke_variant_dry_run_adds_its_few_jobs(workflow):
     assert "data/processed/fc100-16-negative.h5" in outputs
 
 
+def test_the_smoke_ablations_dry_run_adds_their_few_jobs(workflow):
+    """presets/smoke_ablations.yaml (not in the smoke run itself): two switches on two cells."""
+    counts, outputs = dry_run(workflow, *SMOKE, "presets/smoke_ablations.yaml")
+    assert counts == {**PAPER_JOBS, "synth": 5, "prepare_fc100_negative": 1, "train_ablation": 3,
+                      "evaluate_ablation": 3, "report_ablations": 1}
+    assert "results/ablations/model.kml_form/eval/2mode_dagger/mprotonet_kml/1shot.csv" in outputs
+    assert not any(f.startswith("results/ablations/model.kml_form/models/2mode_dagger/protonet/")
+                   for f in outputs)
+    assert "results/ablations/prepare.fc100_negative/models/2mode_dagger/protonet/1shot/model.pt" in outputs
+    for path in ("results/ablations/summary.csv", "results/tables/ablations.tex",
+                 "results/figures/ablations.png", "data/processed/fc100-16-negative.h5"):
+        assert path in outputs
+
+
 # More cases, without Snakemake:
 # tests/test_plan.py::test_bad_values_are_rejected_naming_the_key_and_the_value.
 @pytest.mark.parametrize(("overlay", "named"), [
@@ -168,6 +182,8 @@ def test_the_smoke_variant_dry_run_adds_its_few_jobs(workflow):
     ({"overrides": {"multi_member": {"maml": {"omniglot": {"train": {"iterations": "10"}}}}}},
      "bad.yaml: overrides.multi_member.maml.omniglot.train.iterations: expected an integer, got '10'"),
     ({"variants": ["releast"]}, "bad.yaml: variants: unknown variant 'releast'; choose from released"),
+    ({"ablations": {"switches": ["kml_form"]}},
+     "bad.yaml: ablations.switches: unknown switch 'kml_form'; choose from model.kml_form"),
 ])
 def test_snakemake_rejects_a_misspelt_key_or_wrong_type_naming_it(workflow, tmp_path, overlay, named):
     bad = tmp_path / "bad.yaml"
