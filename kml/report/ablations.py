@@ -21,7 +21,7 @@ from matplotlib.lines import Line2D
 from kml import KmlError
 from kml.layout import report_path
 from kml.method_table import METHOD_LABELS
-from kml.report.figures import OURS_COLOR, _title, write_figure
+from kml.report.figures import OURS_COLOR, title_with_note, write_figure
 from kml.report.paper import KEYS, SETTING_LABELS, sort_like_paper
 from kml.report.summary import read_cells
 from kml.report.tables import _mean_ci, caption_with_note, escape_latex, table_float
@@ -119,7 +119,8 @@ def ablations_figure(summary: pd.DataFrame, note: str | None = None) -> Figure:
                label="switch does not change the cell: the default cell itself (0 by construction)"),
     ]
     figure.legend(handles=legend, loc="outside lower center", ncols=1, frameon=False)
-    _title(figure, "Ablations: each released-code switch flipped alone, paired with the default cells", note)
+    title_with_note(
+        figure, "Ablations: each released-code switch flipped alone, paired with the default cells", note)
     return figure
 
 

@@ -93,8 +93,8 @@ def reproduction_figure(summary: pd.DataFrame, note: str | None = None) -> Figur
         Line2D([], [], color=CHANCE_COLOR, linestyle="--", label=f"chance ({PAPER_WAYS}-way)"),
     ]
     figure.legend(handles=legend, loc="outside lower center", ncols=len(legend), frameon=False)
-    _title(figure, "Multimodal few-shot classification: this reproduction vs the KML paper (NeurIPS 2021)",
-           note)
+    title_with_note(
+        figure, "Multimodal few-shot classification: this reproduction vs the KML paper (NeurIPS 2021)", note)
     return figure
 
 
@@ -134,8 +134,8 @@ def claims_figure(claims: pd.DataFrame, note: str | None = None) -> Figure:
                label="paper's difference"),
     ]
     figure.legend(handles=legend, loc="outside lower center", ncols=len(legend), frameon=False)
-    _title(figure, "The paper's comparisons, tested task by task: mean paired difference ± 95% CI "
-                   "(verdicts at Holm-adjusted p < 0.05)", note)
+    title_with_note(figure, "The paper's comparisons, tested task by task: mean paired difference ± 95% CI "
+                    "(verdicts at Holm-adjusted p < 0.05)", note)
     return figure
 
 
@@ -154,9 +154,11 @@ def _family_rules(ax: Axes, families: np.ndarray) -> None:
         ax.axhline(boundary + 0.5, color="0.75", linewidth=0.8)
 
 
-def _title(figure: Figure, title: str, note: str | None) -> None:
-    # The note goes under the title, where it is read first (the smoke preset's says what its numbers show).
-    figure.suptitle("\n".join([title, *textwrap.wrap(note or "", 130)]))
+def title_with_note(figure: Figure, title: str, note: str | None) -> None:
+    """The figure's title, and under it the note, where it is read first (the smoke preset's says what its
+    numbers show), wrapped to the figure's width."""
+    width = min(130, int(figure.get_figwidth() * 10))  # characters of a medium-size font per figure width
+    figure.suptitle("\n".join([title, *textwrap.wrap(note or "", width)]))
 
 
 def write_figure(figure: Figure, out_dir: Path, report: str, name: str = "figure") -> list[Path]:
