@@ -423,12 +423,6 @@ class Plan:
         return _lookup(cells, f"{setting}/{method}/{int(shots)}shot", f"cell of {kind} {name}",
                        f"{selection}, where the {kind}'s switches change the cell")
 
-    def variant_training(self, variant: str, name: str) -> Training:
-        return self.own_training("variant", variant, name)
-
-    def variant_cell(self, variant: str, setting: str, method: str, shots: int | str) -> Cell:
-        return self.own_cell("variant", variant, setting, method, shots)
-
     # ---- data ---------------------------------------------------------------------------------------------
     @property
     def datasets(self) -> tuple[str, ...]:
