@@ -23,6 +23,13 @@ so two methods' accuracies can be compared task by task: the mean of the per-tas
 t interval and the two-sided p-value of the paired t-test (scipy.stats.ttest_rel). With hundreds to
 thousands of tasks the t-test's normal approximation of the mean difference is sound although per-task
 accuracies are bounded and discrete.
+
+Several training seeds (`train.seeds`): a cell trained with S seeds is evaluated S times on the same T
+fixed tasks, a crossed seeds × tasks design (`seeds_by_tasks`): value[s, t] = μ + seed_s + task_t + residual
+with all three random. Its 95 % interval counts both sources of variation, the trainings' and the test
+tasks': Var(mean) = σ²_seed/S + σ²_task/T + σ²_residual/(S·T), each component estimated from the two-way
+ANOVA mean squares (truncated at zero), t quantile with Satterthwaite's degrees of freedom. With one seed it
+is the one-sample t interval over tasks, so `paired_difference` of one seed is the paired t-test exactly.
 """
 
 from __future__ import annotations
@@ -128,6 +135,85 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> PairedDifferenc
     result = stats.ttest_rel(a, b)
     low, high = result.confidence_interval(0.95)
     return PairedDifference(float(differences.mean()), float((high - low) / 2), float(result.pvalue), n)
+
+
+@dataclass(frozen=True)
+class SeedsByTasks:
+    """The mean of a seeds × tasks matrix, its seed-inclusive 95 % t half-width (`ci95`), the two-sided
+    p-value of "the mean is 0", the degrees of freedom, and the variance components behind them (the
+    squared standard error = seed_part + task_part + residual_part)."""
+
+    mean: float
+    ci95: float
+    p_value: float
+    df: float
+    n_seeds: int
+    n_tasks: int
+    seed_part: float
+    task_part: float
+    residual_part: float
+
+
+SEED_INCLUSIVE_DEFINITION = (
+    "t(0.975, Satterthwaite df) * sqrt(var_seed/S + var_task/T + var_residual/(S*T)) over S seeds x T tasks, "
+    "variance components from the two-way ANOVA mean squares truncated at 0 (seed-inclusive)")
+
+
+def seeds_by_tasks(values: np.ndarray, strata: Sequence[object] | None = None) -> SeedsByTasks:
+    """The seed-inclusive interval of the mean of `values[s, t]` (S seeds × T tasks, every seed evaluated on
+    the same tasks), as a crossed random-effects design.
+
+    Mean squares: seeds MS_s = T Σ_s (ā_s − m)² / (S−1); tasks MS_t = S Σ_t (b̄_t − c̄_t)² / (T−H), c̄_t the
+    mean of task t's stratum (H strata; without `strata` one, c̄_t = m), so that with modes as strata only
+    the within-mode spread of tasks counts, as in `stratified_ci95` (modes are equal in size by design);
+    residual MS_e = Σ (y − ā_s − b̄_t + m)² / ((S−1)(T−1)). Components σ²_seed = max(MS_s − MS_e, 0)/T,
+    σ²_task = max(MS_t − MS_e, 0)/S, σ²_residual = MS_e, so S·T·SE² is a sum of ±mean squares, whose
+    degrees of freedom Satterthwaite's rule combines. With one seed, SE² = MS_t / T.
+    """
+    y = np.asarray(values, dtype=np.float64)
+    if y.ndim != 2 or 0 in y.shape:
+        raise ValueError(f"expected a non-empty seeds x tasks matrix, got shape {y.shape}")
+    n_seeds, n_tasks = y.shape
+    labels = np.zeros(n_tasks, dtype=object) if strata is None else np.asarray(strata, dtype=object)
+    if labels.shape != (n_tasks,):
+        raise ValueError(f"{len(labels)} strata labels for {n_tasks} tasks")
+    mean = float(y.mean())
+    seed_means, task_means = y.mean(axis=1), y.mean(axis=0)
+    stratum_means = np.empty(n_tasks)
+    for label in set(labels.tolist()):
+        stratum_means[labels == label] = task_means[labels == label].mean()
+    task_df = n_tasks - len(set(labels.tolist()))
+    cells = n_seeds * n_tasks
+    # (mean square, degrees of freedom, coefficient in S·T·SE²) of the seeds, tasks and residual
+    task = (n_seeds * ((task_means - stratum_means) ** 2).sum() / task_df if task_df else 0.0, task_df, 1.0)
+    seed, residual = (0.0, 0, 0.0), (0.0, 0, 0.0)
+    if n_seeds > 1:
+        residual_df = (n_seeds - 1) * (n_tasks - 1)
+        residuals = y - seed_means[:, None] - task_means[None, :] + mean
+        residual_ms = (residuals ** 2).sum() / max(residual_df, 1)
+        seed_ms = n_tasks * ((seed_means - mean) ** 2).sum() / (n_seeds - 1)
+        # A component whose estimate would be negative is zero: its mean square then enters no more.
+        seed = (seed_ms, n_seeds - 1, 1.0 if seed_ms >= residual_ms else 0.0)
+        task = (*task[:2], 1.0 if task[1] and task[0] >= residual_ms else 0.0)
+        residual = (residual_ms, residual_df, 1.0 - seed[2] - task[2])
+    # Each component's own share of SE²: the residual's mean square is part of the seeds' and the tasks'.
+    seed_part = seed[2] * (seed[0] - residual[0]) / cells
+    task_part = task[2] * (task[0] - residual[0]) / cells
+    residual_part = residual[0] / cells
+    variance = seed_part + task_part + residual_part
+    terms = [(coefficient * ms / cells, df) for ms, df, coefficient in (seed, task, residual)
+             if df and coefficient]
+    if not (task_df or n_seeds > 1):
+        return SeedsByTasks(mean, float("nan"), float("nan"), float("nan"), n_seeds, n_tasks, 0.0, 0.0, 0.0)
+    if variance <= 0:
+        # No spread (all values equal): as paired_difference says of a constant difference.
+        return SeedsByTasks(mean, 0.0, 1.0 if mean == 0 else 0.0, float("nan"), n_seeds, n_tasks,
+                            seed_part, task_part, residual_part)
+    df = variance ** 2 / sum(part ** 2 / df for part, df in terms)
+    error = np.sqrt(variance)
+    return SeedsByTasks(mean, float(stats.t.ppf(0.975, df) * error),
+                        float(2 * stats.t.sf(abs(mean) / error, df)), float(df), n_seeds, n_tasks,
+                        seed_part, task_part, residual_part)
 
 
 def holm(p_values: Sequence[float]) -> np.ndarray:
