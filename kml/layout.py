@@ -11,9 +11,10 @@ changed here changes everywhere at once. Nothing here imports torch: the reports
     results/models/{run}/                                 a run folder of `kml train` (RUN_FILES); {run} is
                                                           {setting}/{method}/{shots}shot (a joint model) or
                                                           single/{family}/{mode}/{shots}shot (a Multi-*
-                                                          member)
+                                                          member), with -seed{S} for each seed after the first
     results/eval/{setting}/{method}/{shots}shot.csv       a table cell (`kml evaluate`), its config beside it
-    results/transference/{method}/{shots}shot/iter{N}.csv loss ratios at snapshot N (`kml transference`)
+    results/transference/{method}/{shots}shot/iter{N}.csv loss ratios at snapshot N (`kml transference`);
+                                                          -seed{S} after {shots}shot as for the trainings
         .../step_size_sweep/iter{N}.csv                   the step-size sweep on the last snapshot
     results/variants/{variant}/{models,eval}/...          a variant's own trainings and cells
                                                           (kml/variants.py), named as above; its reports
@@ -77,6 +78,12 @@ def ablation_dir(switch: str) -> str:
     """One switch's ablation folder: its own models/ and eval/ (as under results/); `switch` is its dotted key
     (kml/variants.py, SWITCHES), a safe folder name."""
     return f"{ABLATIONS_DIR}/{switch}"
+
+
+def seeded(name: str, seed: int) -> str:
+    """A training's (or transference analysis's) name for a seed of `train.seeds` after the first; the first
+    seed's keeps the plain name, so that adding seeds moves nothing already trained."""
+    return f"{name}-seed{seed}"
 
 
 def training_dir(run: str, root: str = RESULTS_DIR) -> str:

@@ -9,8 +9,10 @@ How a run configuration is composed (a `kml.config.RunConfig` as a plain dict):
 1. the shared sections of config.yaml (`task`, `data`, `model`, `maml`, `protonet`, `optim`, `train`, `eval`,
    `transference`), then, deep-merged in this order, `overrides.family[<family>]`,
    `overrides.method[<method>]` and, for a Multi-* member only, `overrides.multi_member[<family>][<mode>]`;
-2. what the workflow decides: `method`, `modes`, `setting`, `task.shots`, `data.files`, and
-   `train.extra_checkpoints` (the transference snapshots) for the models the transference analysis reads;
+2. what the workflow decides: `method`, `modes`, `setting`, `task.shots`, `data.files`, `train.seed` (one
+   training per seed of `train.seeds` for the cells `seed_cells` picks, the first seed's under the plain
+   name, the others' under layout.seeded names), and `train.extra_checkpoints` (the transference snapshots)
+   for the models the transference analysis reads (every seed's);
 3. only the keys that can change the job's result are kept (each key declares its readers in kml/config.py,
    `ReadBy`): a training never sees `eval` or `transference`, MAML runs never see `protonet`, unmodulated
    methods never see `model.kml_form`, and evaluation and transference (which rebuild each model from the
@@ -32,6 +34,7 @@ Every path a job reads or writes is named by kml/layout.py.
 from __future__ import annotations
 
 import copy
+import itertools
 import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
@@ -98,6 +101,7 @@ class Training(_Job):
     run_config: dict[str, Any]
     snapshots: tuple[int, ...] = ()
     root: str = layout.RESULTS_DIR  # or a variant's folder
+    seed: int = 0  # train.seed
 
     @property
     def directory(self) -> str:
@@ -120,7 +124,8 @@ class Cell(_Job):
     method: str
     shots: int
     run_config: dict[str, Any]
-    trainings: tuple[Training, ...]  # the joint model, or one member per mode of the setting
+    # the joint model, or one member per mode of the setting; for each seed (seed by seed)
+    trainings: tuple[Training, ...]
     root: str = layout.RESULTS_DIR  # or a variant's folder
 
     @property
@@ -138,18 +143,17 @@ class Cell(_Job):
 
 @dataclass(frozen=True)
 class TransferenceRun(_Job):
-    """`kml transference` on the snapshots of one trained model: one CSV per snapshot; and the step-size sweep
-    on its last snapshot (`kml transference --sweep`, with sweep_run_config)."""
+    """`kml transference` on the snapshots of one trained model: one CSV per snapshot; and, for the first
+    seed's model, the step-size sweep on its last snapshot (`kml transference --sweep`, with
+    sweep_run_config), which checks α once per method and shots."""
 
+    name: str  # "{method}/{shots}shot", layout.seeded for a seed after the first
     method: str
     shots: int
     run_config: dict[str, Any]
     training: Training
     sweep_run_config: dict[str, Any]
-
-    @property
-    def name(self) -> str:
-        return f"{self.method}/{self.shots}shot"
+    sweeps: bool = True
 
     @property
     def directory(self) -> str:
@@ -212,6 +216,9 @@ class Plan:
         self.transference_methods: tuple[str, ...] = tuple(analysis["methods"])
         self.transference_checkpoints: tuple[int, ...] = tuple(sorted(set(analysis["checkpoints"])))
         self._check_transference()
+        self.seeds: tuple[int, ...] = tuple(config["seeds"])
+        # Checked only when there are seeds to spread: a preset with fewer settings may leave it be.
+        self._seeded = self._selection(config["seed_cells"], "seed_cells") if len(self.seeds) > 1 else None
 
         self.trainings: dict[str, Training] = {}
         self.cells: dict[str, Cell] = {}
@@ -223,8 +230,10 @@ class Plan:
         self.transference: dict[str, TransferenceRun] = {}
         for method in self.transference_methods if self.transference_checkpoints else ():
             for shots in self.shots:
-                run = self._transference_run(method, shots)
-                self.transference[run.name] = run
+                cell = self.cells[f"{self.transference_setting}/{method}/{shots}shot"]
+                for training in cell.trainings:
+                    run = self._transference_run(training)
+                    self.transference[run.name] = run
         self.variant_cells: tuple[str, ...] = self._selected_cells(config["variant_cells"], "variant_cells")
         self.variants: dict[str, Variant] = {
             name: self._compose(Variant(name, variant_switches(name)), self.variant_cells)
@@ -265,6 +274,13 @@ class Plan:
 
     def _selected_cells(self, selection: Mapping[str, Any], where: str) -> tuple[str, ...]:
         """The names of the cells a selection (settings, methods, shots; None: all) picks, in plan order."""
+        chosen = self._selection(selection, where)
+        return tuple(name for name, cell in self.cells.items()
+                     if cell.setting in chosen["settings"] and cell.method in chosen["methods"]
+                     and cell.shots in chosen["shots"])
+
+    def _selection(self, selection: Mapping[str, Any], where: str) -> dict[str, tuple]:
+        """A selection's settings, methods and shots, each checked against the workflow's (None: all)."""
         chosen = {}
         workflow = {"settings": tuple(self.settings), "methods": self.methods, "shots": self.shots}
         for key, known in workflow.items():
@@ -277,9 +293,14 @@ class Plan:
                 raise PlanError(f"{where}.{key}: {unknown[0]!r} is not one of the workflow's {key} "
                                 f"({', '.join(map(str, known))})")
             chosen[key] = tuple(picked)
-        return tuple(name for name, cell in self.cells.items()
-                     if cell.setting in chosen["settings"] and cell.method in chosen["methods"]
-                     and cell.shots in chosen["shots"])
+        return chosen
+
+    def cell_seeds(self, setting: str, method: str, shots: int) -> tuple[int, ...]:
+        """The seeds a cell trains: every seed of `train.seeds` if `seed_cells` picks it, else the first."""
+        chosen = self._seeded
+        if chosen and (setting, method, shots) in itertools.product(*chosen.values()):
+            return self.seeds
+        return self.seeds[:1]
 
     # ---- run configurations --------------------------------------------------------------------------------
     def _sections(self, method: str, member_mode: str | None = None,
@@ -320,9 +341,11 @@ class Plan:
         return values
 
     def _training(self, name: str, method: str, modes: tuple[str, ...], setting: str | None, shots: int,
-                  member_mode: str | None = None, variant: Variant | None = None) -> Training:
-        """The training `name`, by default or in a variant: the default's own where the variant's switches
-        leave its configuration as it is."""
+                  seed: int, member_mode: str | None = None, variant: Variant | None = None) -> Training:
+        """The training of one seed, by default or in a variant: the default's own where the variant's
+        switches leave its configuration as it is. `name` is the first seed's."""
+        if seed != self.seeds[0]:
+            name = layout.seeded(name, seed)
         if variant is None and name in self.trainings:
             return self.trainings[name]
         if variant is not None and name in variant.trainings:
@@ -333,6 +356,7 @@ class Plan:
             snapshots = self.transference_checkpoints
         switches = variant.switches if variant else ()
         sections = self._sections(method, member_mode, switches)
+        sections["train"]["seed"] = seed  # in its place: the job's params read as with one seed
         negative_fc100 = self._negative_fc100(method, switches)
         if snapshots:
             iterations = sections["train"]["iterations"]
@@ -343,7 +367,7 @@ class Plan:
         config = self._run_config("train", method, modes, setting, shots, with_snapshots, f"training {name}",
                                   negative_fc100)
         if variant is None:
-            training = Training(name, method, modes, shots, config, snapshots)
+            training = Training(name, method, modes, shots, config, snapshots, seed=seed)
             self.trainings[name] = training
             return training
         default = self.trainings[name]
@@ -352,41 +376,44 @@ class Plan:
         # The variant's own training publishes no snapshots: the transference analysis reads the default's.
         config = self._run_config("train", method, modes, setting, shots, sections,
                                   f"training {name} of {variant.kind} {variant.name}", negative_fc100)
-        training = Training(name, method, modes, shots, config, (), variant.root)
+        training = Training(name, method, modes, shots, config, (), variant.root, seed)
         variant.trainings[name] = training
         return training
 
     def _cell(self, setting: str, modes: tuple[str, ...], method: str, shots: int,
               variant: Variant | None = None) -> Cell:
-        if METHODS[method].multi:
-            family = METHODS[method].family
-            trainings = tuple(
-                self._training(f"{SINGLE}/{family}/{mode}/{shots}shot", method, (mode,), None, shots, mode,
-                               variant)
-                for mode in modes
-            )
-        else:
-            trainings = (self._training(f"{setting}/{method}/{shots}shot", method, modes, setting, shots,
-                                        None, variant),)
+        family = METHODS[method].family
+        trainings: list[Training] = []
+        for seed in self.cell_seeds(setting, method, shots):
+            if METHODS[method].multi:
+                trainings += [self._training(f"{SINGLE}/{family}/{mode}/{shots}shot", method, (mode,), None,
+                                             shots, seed, mode, variant) for mode in modes]
+            else:
+                trainings.append(self._training(f"{setting}/{method}/{shots}shot", method, modes, setting,
+                                                shots, seed, None, variant))
         name = f"{setting}/{method}/{shots}shot"
         switches = variant.switches if variant else ()
         config = self._run_config("evaluate", method, modes, setting, shots,
                                   self._sections(method, None, switches), f"cell {name}",
                                   self._negative_fc100(method, switches))
         if variant is None:
-            return Cell(setting, method, shots, config, trainings)
+            return Cell(setting, method, shots, config, tuple(trainings))
         default = self.cells[name]
-        if config == default.run_config and trainings == default.trainings:
+        if config == default.run_config and tuple(trainings) == default.trainings:
             return default
-        return Cell(setting, method, shots, config, trainings, variant.root)
+        return Cell(setting, method, shots, config, tuple(trainings), variant.root)
 
-    def _transference_run(self, method: str, shots: int) -> TransferenceRun:
-        setting = self.transference_setting
-        training = self.trainings[f"{setting}/{method}/{shots}shot"]
+    def _transference_run(self, training: Training) -> TransferenceRun:
+        """The analysis of one seed's model (a joint training of the transference setting)."""
+        method, shots, setting = training.method, training.shots, self.transference_setting
+        name = f"{method}/{shots}shot"
+        first = training.seed == self.seeds[0]
+        if not first:
+            name = layout.seeded(name, training.seed)
         configs = [self._run_config(purpose, method, self.settings[setting], setting, shots,
-                                    self._sections(method), f"transference {method}/{shots}shot")
+                                    self._sections(method), f"transference {name}")
                    for purpose in ("transference", "sweep")]
-        return TransferenceRun(method, shots, configs[0], training, configs[1])
+        return TransferenceRun(name, method, shots, configs[0], training, configs[1], sweeps=first)
 
     # ---- lookups by wildcard -------------------------------------------------------------------------------
     def training(self, name: str) -> Training:
@@ -397,9 +424,10 @@ class Plan:
         return _lookup(self.cells, f"{setting}/{method}/{int(shots)}shot", "cell",
                        "settings x methods x shots")
 
-    def transference_run(self, method: str, shots: int | str) -> TransferenceRun:
-        return _lookup(self.transference, f"{method}/{int(shots)}shot", "transference run",
-                       "transference_runs.methods x shots")
+    def transference_run(self, name: str) -> TransferenceRun:
+        """`name`: "{method}/{shots}shot", layout.seeded for a seed after the first."""
+        return _lookup(self.transference, name, "transference run",
+                       "transference_runs.methods x shots x the cells' seeds")
 
     def variant(self, name: str) -> Variant:
         return _lookup(self.variants, name, "variant", "variants")
@@ -502,8 +530,12 @@ class Plan:
         return shlex.join([*args, "--default", *(self.cells[name].csv for name in self.ablation_cells)])
 
     @property
+    def sweeping_runs(self) -> list[TransferenceRun]:
+        return [run for run in self.transference.values() if run.sweeps]
+
+    @property
     def step_size_sweep_csvs(self) -> list[str]:
-        return [run.sweep_csv for run in self.transference.values()]
+        return [run.sweep_csv for run in self.sweeping_runs]
 
     def step_size_args(self) -> str:
         """`kml report step-size`'s --step-size options: the configured α of each analysed family, quoted."""
@@ -545,7 +577,7 @@ class Plan:
             "train_with_snapshots": sum(1 for t in self.trainings.values() if t.snapshots),
             "evaluate": len(self.cells),
             "transference": len(self.transference),
-            "transference_sweep": len(self.transference),
+            "transference_sweep": len(self.sweeping_runs),
             **variants,
         }
 

@@ -3,9 +3,9 @@
 The run-configuration sections (`task` ... `transference`) and every override of them are checked by the very
 classes `kml train/evaluate/transference --config` use (kml/config.py), so both entry points accept and reject
 the same values; the workflow's own keys (settings, methods, shots, download, prepare, overrides,
-transference_runs, variants, variant_cells, ablations, report, resources) are declared here. A problem is
-one `ConfigError` line naming the configuration file the bad value came from, the dotted key, the value and
-what is wrong.
+transference_runs, variants, variant_cells, ablations, seed_cells, report, resources, and `train.seeds`) are
+declared here. A problem is one `ConfigError` line naming the configuration file the bad value came from,
+the dotted key, the value and what is wrong.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from kml.config import (
     SECTIONS,
     Bool,
     ConfigError,
+    Int,
     MethodName,
     Mode,
     PositiveInt,
@@ -38,7 +39,14 @@ DECIDED_BY_THE_WORKFLOW = {
     ("task", "shots"): "set by the workflow from `shots:`",
     ("data", "files"): "set by the workflow: each mode's data/processed/{dataset}-{size}.h5",
     ("train", "extra_checkpoints"): "set by the workflow from `transference_runs.checkpoints`",
+    ("train", "seed"): "set by the workflow from `train.seeds`",
 }
+# Decided per job, but kept in the validated section at its place (holding the first seed), so that a job's
+# params, compared as text, read as they did before `train.seeds` existed.
+KEPT_IN_PLACE = {("train", "seed")}
+# The workflow's own key inside a run-configuration section: one training per seed listed (the first keeps
+# the single-seed file names), for the cells `seed_cells` picks. Never part of a run configuration.
+SEEDS = ("train", "seeds")
 SINGLE = "single"  # results/models/single/...: the Multi-* members' folder, so no setting may take this name
 
 
@@ -72,6 +80,13 @@ SettingName = Annotated[str, Strict(), Field(pattern=r"^[a-z0-9][a-z0-9_]*$"), A
 SwitchName = Annotated[str, Strict(), AfterValidator(_switch)]
 JointMethodName = Literal[JOINT_METHOD_NAMES]
 Minutes = PositiveInt
+
+
+@dataclass(frozen=True, config=SECTION)
+class TrainSeeds:
+    """`train.seeds`: the seed of each training of a cell (the first keeps the single-seed file names)."""
+
+    seeds: Annotated[tuple[Int, ...], Field(min_length=1), AfterValidator(_unique)] = (0,)
 
 
 @dataclass(frozen=True, config=SECTION)
@@ -159,6 +174,8 @@ class WorkflowKeys:
     variant_cells: CellSelection = CellSelection()
     # Ablations: each switch of kml/variants.py alone, on some cells, under results/ablations/{switch}/.
     ablations: Ablations = Ablations()
+    # Which cells train every seed of `train.seeds` (the others its first only).
+    seed_cells: CellSelection = CellSelection()
 
 
 OVERRIDE_KINDS = ("family", "method", "multi_member")
@@ -209,10 +226,26 @@ def validate_workflow_config(config: Mapping[str, Any], files: Sequence[str | Pa
         validated = adapter.dump_python(adapter.validate_python(workflow), mode="json")
     except ValidationError as error:
         raise ConfigError(describe_errors(error, WorkflowKeys, where)) from None
+    # Copies: `train.seeds` is taken out of its section.
+    sections = {name: dict(value) if isinstance(value := config.get(name), Mapping) else value
+                for name in SECTIONS}
+    validated["seeds"] = _seeds(sections[SEEDS[0]], where)
     for name in SECTIONS:
-        validated[name] = _section(name, config.get(name) or {}, name, where, shared=True)
+        validated[name] = _section(name, sections[name] or {}, name, where, shared=True)
+    validated["train"]["seed"] = validated["seeds"][0]
     validated["overrides"] = _overrides(config.get("overrides") or {}, where)
     return validated
+
+
+def _seeds(section: Any, where: Sources) -> list[int]:
+    """`train.seeds`, taken out of its section (a run configuration has one `train.seed`)."""
+    if not isinstance(section, dict) or SEEDS[1] not in section:
+        return list(TrainSeeds().seeds)
+    try:
+        return list(TypeAdapter(TrainSeeds).validate_python({"seeds": section.pop(SEEDS[1])}).seeds)
+    except ValidationError as error:
+        named = describe_errors(error, TrainSeeds, lambda key: where(f"{SEEDS[0]}.{key}"))
+        raise ConfigError(named) from None
 
 
 def _section(name: str, values: Any, path: str, where: Sources, *, shared: bool) -> dict[str, Any]:
@@ -221,6 +254,10 @@ def _section(name: str, values: Any, path: str, where: Sources, *, shared: bool)
     if not isinstance(values, Mapping):
         raise ConfigError(f"{where(path)}: expected a mapping of {name} keys, got {values!r}")
     for key in values:
+        if (name, key) == SEEDS:
+            raise ConfigError(f"{where(f'{path}.{key}')}: the seeds are one list for every training; set "
+                              f"{'.'.join(SEEDS)} in config.yaml's {name} section, and pick cells with "
+                              "seed_cells")
         if (name, key) in DECIDED_BY_THE_WORKFLOW:
             raise ConfigError(f"{where(f'{path}.{key}')}: {DECIDED_BY_THE_WORKFLOW[name, key]}; "
                               "remove it here")
@@ -231,7 +268,8 @@ def _section(name: str, values: Any, path: str, where: Sources, *, shared: bool)
         raise ConfigError(describe_errors(error, cls, lambda key: where(f"{path}.{key}"))) from None
     complete = TypeAdapter(cls).dump_python(section, mode="json")
     if shared:
-        return {key: value for key, value in complete.items() if (name, key) not in DECIDED_BY_THE_WORKFLOW}
+        return {key: value for key, value in complete.items()
+                if (name, key) not in DECIDED_BY_THE_WORKFLOW or (name, key) in KEPT_IN_PLACE}
     return {key: complete[key] for key in values}
 
 

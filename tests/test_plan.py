@@ -121,7 +121,7 @@ def test_only_the_transference_models_publish_snapshots(paper):
     training = paper.training("2mode_dagger/mprotonet/1shot")
     assert training.run_config["train"]["extra_checkpoints"] == [5000, 10000, 15000, 20000]
     assert training.snapshot_files[0] == "results/models/2mode_dagger/mprotonet/1shot/snapshots/iter005000.pt"
-    run = paper.transference_run("mprotonet", 1)
+    run = paper.transference_run("mprotonet/1shot")
     assert run.training is training
     assert run.csvs == [f"results/transference/mprotonet/1shot/iter{n}.csv"
                         for n in (5000, 10000, 15000, 20000)]
@@ -251,6 +251,8 @@ def test_report_and_scheduling_settings_change_no_jobs_params(paper):
     ({"methods": ["maml", "multi_maml"]},
      r"transference_runs.methods: 'mmaml' must be a jointly trained method"),
     ({"transference": {"target_mode": "cub"}}, "transference.target_mode: 'cub' is not a mode of setting"),
+    ({"train": {"seeds": [0, 1]}, "seed_cells": {"settings": ["4mode"]}},
+     "seed_cells.settings: '4mode' is not one of the workflow's settings"),
 ])
 def test_impossible_requests_are_rejected_naming_the_key(overlay, message):
     with pytest.raises(ConfigError, match=message):
@@ -276,6 +278,14 @@ def test_impossible_requests_are_rejected_naming_the_key(overlay, message):
      "transference.step_size.maml: must be greater than 0 (got 0)"),
     ({"transference": {"sweep": {"step_size": [0.1]}}}, "transference.sweep.step_size: unknown key"),
     ({"transference": {"sgd_lr": 0.001}}, "transference.sgd_lr: unknown key"),
+    ({"train": {"seed": 3}}, "train.seed: set by the workflow from `train.seeds`; remove it here"),
+    ({"train": {"seeds": [0, 0]}}, "train.seeds: [0, 0] lists a value twice"),
+    ({"train": {"seeds": []}}, "train.seeds: give at least 1"),
+    ({"train": {"seeds": [0, "1"]}}, "train.seeds: expected an integer, got '1'"),
+    ({"overrides": {"family": {"maml": {"train": {"seeds": [0, 1]}}}}},
+     "overrides.family.maml.train.seeds: the seeds are one list for every training"),
+    ({"train": {"seeds": [0, 1]}, "seed_cells": {"methods": ["mmaml_kmll"]}},
+     "seed_cells.methods: unknown method 'mmaml_kmll'"),
 ])
 def test_bad_values_are_rejected_naming_the_key_and_the_value(overlay, named):
     with pytest.raises(ConfigError, match=re.escape(named)):
@@ -344,7 +354,7 @@ def test_config_yaml_writes_down_every_run_config_default():
     from pydantic import TypeAdapter
 
     from kml.config import SECTIONS
-    from kml.workflow_config import DECIDED_BY_THE_WORKFLOW
+    from kml.workflow_config import DECIDED_BY_THE_WORKFLOW, SEEDS, TrainSeeds
 
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     for name, cls in SECTIONS.items():
@@ -352,6 +362,8 @@ def test_config_yaml_writes_down_every_run_config_default():
         for section, key in DECIDED_BY_THE_WORKFLOW:
             if section == name:
                 del defaults[key]
+        if name == SEEDS[0]:  # the workflow's own key in the section, with its default
+            defaults[SEEDS[1]] = list(TrainSeeds().seeds)
         assert config[name] == defaults, name
 
 
@@ -371,3 +383,53 @@ def test_the_order_of_keys_in_config_yaml_changes_no_job(paper):
         assert jobs.keys() == again.keys()
         for name, job in jobs.items():
             assert to_yaml(job.run_config) == to_yaml(again[name].run_config), name
+
+
+# ---- training seeds ----------------------------------------------------------------------------------------
+
+def test_two_seeds_double_exactly_the_trainings_and_keep_the_first_seeds_jobs(paper):
+    seeded = Plan(workflow_config({"train": {"seeds": [0, 7]}}))
+    assert set(seeded.trainings) == set(paper.trainings) | {f"{name}-seed7" for name in paper.trainings}
+    for name, training in paper.trainings.items():
+        assert seeded.trainings[name].run_config == training.run_config  # nothing already trained reruns
+        second = seeded.trainings[f"{name}-seed7"]
+        assert second.directory == f"results/models/{name}-seed7"
+        assert second.snapshots == training.snapshots  # the transference models' snapshots, every seed's
+        differs = {section for section, values in second.run_config.items()
+                   if values != training.run_config[section]}
+        assert differs == {"train"} and second.run_config["train"] == {**training.run_config["train"],
+                                                                       "seed": 7}
+    counts, before = seeded.job_counts(), paper.job_counts()
+    for kind in ("train_joint", "train_member", "train_with_snapshots", "transference"):
+        assert counts[kind] == 2 * before[kind], kind
+    for kind in ("evaluate", "transference_sweep", "prepare", "download"):
+        assert counts[kind] == before[kind], kind
+    cell = seeded.cell("3mode", "multi_maml", 5)
+    assert cell.run_config == paper.cell("3mode", "multi_maml", 5).run_config
+    assert [(t.name, t.seed) for t in cell.trainings] == [
+        *((f"{SINGLE}/maml/{mode}/5shot", 0) for mode in ("omniglot", "miniimagenet", "fc100")),
+        *((f"{SINGLE}/maml/{mode}/5shot-seed7", 7) for mode in ("omniglot", "miniimagenet", "fc100"))]
+    run = seeded.transference_run("mmaml_kml/1shot-seed7")
+    assert run.training is seeded.training("2mode_dagger/mmaml_kml/1shot-seed7") and not run.sweeps
+    assert run.run_config == seeded.transference_run("mmaml_kml/1shot").run_config
+    assert run.directory == "results/transference/mmaml_kml/1shot-seed7"
+
+
+def test_seed_cells_spread_the_seeds_over_the_cells_they_pick_only(paper):
+    seeded = Plan(workflow_config({"train": {"seeds": [0, 1, 2]}, "seed_cells": {
+        "settings": ["2mode_dagger"], "methods": ["mmaml_kml", "multi_maml"], "shots": [1]}}))
+    added = set(seeded.trainings) - set(paper.trainings)
+    assert added == {f"{name}-seed{s}" for s in (1, 2) for name in (
+        "2mode_dagger/mmaml_kml/1shot", f"{SINGLE}/maml/miniimagenet/1shot", f"{SINGLE}/maml/fc100/1shot")}
+    assert len(seeded.cell("2mode_dagger", "mmaml_kml", 1).trainings) == 3
+    assert len(seeded.cell("2mode", "multi_maml", 1).trainings) == 2  # its members, the first seed only
+    assert set(seeded.transference) - set(paper.transference) == {"mmaml_kml/1shot-seed1",
+                                                                   "mmaml_kml/1shot-seed2"}
+
+
+def test_a_variant_trains_the_seeds_of_its_cells():
+    overlay = {"train": {"seeds": [0, 1]}, "variants": ["released"],
+               "variant_cells": {"settings": ["2mode"], "methods": ["mmaml_kml"], "shots": [1]}}
+    variant = Plan(workflow_config(overlay)).variant("released")
+    assert set(variant.trainings) == {"2mode/mmaml_kml/1shot", "2mode/mmaml_kml/1shot-seed1"}
+    assert [t.seed for t in variant.cells["2mode/mmaml_kml/1shot"].trainings] == [0, 1]

@@ -37,12 +37,13 @@ wildcard_constraints:
     size=r"\d+",
     variant=alternation(PLAN.variants),
     switch=alternation(PLAN.ablations),
+    analysed=alternation(PLAN.transference),
 
 
 # The wildcard patterns of a run folder, a table cell and a transference analysis (kml/layout.py names them).
 RUN = "{run}"
 CELL = "{setting}/{method}/{shots}shot"
-TRANSFERENCE_RUN = "{method}/{shots}shot"
+TRANSFERENCE_RUN = "{analysed}"  # {method}/{shots}shot, -seed{S} for a seed after the first
 VARIANT = layout.variant_dir("{variant}")  # a variant's folder: its own models/ and eval/
 ABLATION = layout.ablation_dir("{switch}")  # an ablation's folder (one switch flipped alone), the same
 
@@ -59,11 +60,11 @@ def cell_config(wildcards):
 
 
 def transference_config(wildcards):
-    return to_yaml(PLAN.transference_run(wildcards.method, wildcards.shots).run_config)
+    return to_yaml(PLAN.transference_run(wildcards.analysed).run_config)
 
 
 def sweep_config(wildcards):
-    return to_yaml(PLAN.transference_run(wildcards.method, wildcards.shots).sweep_run_config)
+    return to_yaml(PLAN.transference_run(wildcards.analysed).sweep_run_config)
 
 
 def own_training_config(kind):
@@ -105,7 +106,7 @@ def transference_outputs():
 
 
 def transference_snapshots(wildcards):
-    return PLAN.transference_run(wildcards.method, wildcards.shots).training.snapshot_files
+    return PLAN.transference_run(wildcards.analysed).training.snapshot_files
 
 
 def sweep_output():
@@ -114,11 +115,11 @@ def sweep_output():
 
 
 def sweep_snapshot(wildcards):
-    return [PLAN.transference_run(wildcards.method, wildcards.shots).sweep_snapshot]
+    return [PLAN.transference_run(wildcards.analysed).sweep_snapshot]
 
 
 def transference_data(wildcards):
-    return PLAN.transference_run(wildcards.method, wildcards.shots).data_files
+    return PLAN.transference_run(wildcards.analysed).data_files
 
 
 # A variant's or an ablation's own jobs (kml/plan.py, Plan.composed): `kind` "variant" names it by the

@@ -1,7 +1,8 @@
 # Transference (loss-ratio) analysis of the models of one setting at their training snapshots:
-# results/transference/{method}/{shots}shot/iter{N}.csv, one row per (source task, target task); the run
-# configuration beside them (run.yaml, from params as in train.smk). The step-size sweep on each model's last
-# snapshot goes to results/transference/{method}/{shots}shot/step_size_sweep/ (`kml transference --sweep`).
+# results/transference/{method}/{shots}shot/iter{N}.csv (-seed{S} after {shots}shot for each training seed
+# after the first), one row per (source task, target task); the run configuration beside them (run.yaml, from
+# params as in train.smk). The step-size sweep on the last snapshot of each first seed's model goes to
+# results/transference/{method}/{shots}shot/step_size_sweep/ (`kml transference --sweep`).
 
 
 if PLAN.transference:
@@ -19,7 +20,7 @@ if PLAN.transference:
             out=lambda wildcards, output: Path(output.config).parent,
             sweep="",
         log:
-            "logs/transference/{method}/{shots}shot.log",
+            "logs/transference/{analysed}.log",
         threads: RES["transference"]["threads"]
         resources:
             mem_mb=RES["transference"]["mem_mb"],
@@ -44,5 +45,7 @@ if PLAN.transference:
             snapshots=lambda wildcards, input: repeated_option("--checkpoint", input.snapshots),
             out=lambda wildcards, output: Path(output.config).parent,
             sweep="--sweep",
+        wildcard_constraints:
+            analysed=alternation(run.name for run in PLAN.sweeping_runs),
         log:
-            "logs/transference/{method}/{shots}shot_step_size_sweep.log",
+            "logs/transference/{analysed}_step_size_sweep.log",
