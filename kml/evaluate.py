@@ -6,8 +6,10 @@ adapts with its own training configuration (the same number of inner steps as in
 docs/specification.md §7.2); how the evaluation executes (device, task batching, bf16) is this run's
 (kml/execution.py).
 
-The cell CSV (kml/cell_csv.py; docs/ARCHITECTURE.md, "Cell CSV") holds one row per task and the mean with
-its 95 % intervals per mode and overall.
+Models trained with several seeds (`train.seeds`) are told apart by the seed recorded with each: the cell
+is evaluated once per seed, on the same tasks. The cell CSV (kml/cell_csv.py; docs/ARCHITECTURE.md, "Cell
+CSV") holds, per seed, one row per task and the mean with its 95 % intervals per mode and overall, and with
+several seeds the means over them with seed-inclusive intervals.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 from torch import nn
 
 from kml import KmlError, checkpoint, files
-from kml.cell_csv import cell_frame
+from kml.cell_csv import cell_frame, seeds_cell_frame
 from kml.config import ConfigError, RunConfig, TrainConfig, trained_config
 from kml.data.episodes import prefetch
 from kml.execution import Execution, resolve_device
@@ -35,34 +37,51 @@ class EvaluationError(KmlError, ValueError):
 
 
 def evaluate(config: RunConfig, models: Sequence[str | Path], out: str | Path) -> pd.DataFrame:
-    """Evaluate the trained model(s) of one cell on its fixed test tasks; write and return the cell CSV."""
-    model, trained = load_cell_model(config, models)
-    # As the model was trained to execute, on this run's device.
-    execution = Execution.of(trained, device=resolve_device(config.train.device))
-    model.to(execution.device).eval()
-    task_ids, modes, accuracies = [], [], []
-    total = config.eval.tasks_per_mode * len(config.modes)
+    """Evaluate the trained model(s) of one cell, seed by seed, on its fixed test tasks; write and return
+    the cell CSV."""
+    by_seed = load_cell_models(config, models)
+    frames = []
+    total = config.eval.tasks_per_mode * len(config.modes) * len(by_seed)
     with torch.no_grad(), progress_bar(total=total, desc=f"evaluate {config.method}", unit="task") as bar:
-        for batch in prefetch(evaluation_tasks(config), pin_memory=execution.pin_memory):
-            result = execution.run(model, execution.to_device(batch))
-            task_ids += batch.task_ids
-            modes += batch.modes
-            accuracies += result.task_accuracies.tolist()
-            bar.update(batch.num_tasks)
-            bar.set_postfix(acc=f"{100 * np.mean(accuracies):.2f}%", refresh=False)
-    frame = cell_frame(config, task_ids, modes, accuracies)
+        for seed, (model, trained) in by_seed.items():
+            # As the model was trained to execute, on this run's device.
+            execution = Execution.of(trained, device=resolve_device(config.train.device))
+            model.to(execution.device).eval()
+            task_ids, modes, accuracies = [], [], []
+            for batch in prefetch(evaluation_tasks(config), pin_memory=execution.pin_memory):
+                result = execution.run(model, execution.to_device(batch))
+                task_ids += batch.task_ids
+                modes += batch.modes
+                accuracies += result.task_accuracies.tolist()
+                bar.update(batch.num_tasks)
+                bar.set_postfix(seed=seed, acc=f"{100 * np.mean(accuracies):.2f}%", refresh=False)
+            frames.append(cell_frame(config, task_ids, modes, accuracies, seed))
+    frame = seeds_cell_frame(config, frames)
     files.atomic_write_text(out, frame.to_csv(index=False))
     return frame
 
 
-def load_cell_model(config: RunConfig, models: Sequence[str | Path]) -> tuple[nn.Module, TrainConfig]:
-    """The cell's trained model (the one joint model, or for multi_* one member per mode, routed by mode) and
-    the training settings it was trained with (the first member's, for multi_*)."""
+def load_cell_models(config: RunConfig,
+                     models: Sequence[str | Path]) -> dict[int, tuple[nn.Module, TrainConfig]]:
+    """The cell's trained model per training seed, in the order first given, with the training settings it
+    was trained with. The models of one seed are those recorded with that `train.seed`."""
     members = [_load_member(config, Path(path)) for path in models]
+    by_seed: dict[int, list[tuple[Path, RunConfig, nn.Module]]] = {}
+    for member in members:
+        by_seed.setdefault(member[1].train.seed, []).append(member)
+    return {seed: _cell_model(config, group) for seed, group in by_seed.items()}
+
+
+def _cell_model(config: RunConfig,
+                members: list[tuple[Path, RunConfig, nn.Module]]) -> tuple[nn.Module, TrainConfig]:
+    """One seed's model (the one joint model, or for multi_* one member per mode, routed by mode) and the
+    training settings it was trained with (the first member's, for multi_*)."""
+    models = [path for path, _, _ in members]
     trained = members[0][1].train
     if not config.spec.multi:
         if len(members) != 1:
-            raise EvaluationError(f"{config.method} takes exactly one --model, got {len(members)}: "
+            raise EvaluationError(f"{config.method} takes exactly one --model per training seed, got "
+                                  f"{len(members)} trained with train.seed {trained.seed}: "
                                   f"{', '.join(map(str, models))}")
         path, member, learner = members[0]
         if member.modes != config.modes:
@@ -74,13 +93,13 @@ def load_cell_model(config: RunConfig, models: Sequence[str | Path]) -> tuple[nn
     for path, member, learner in members:
         if len(member.modes) != 1 or member.modes[0] not in config.modes or member.modes[0] in by_mode:
             raise EvaluationError(f"{path}: a {config.method} member must be trained on one of the modes "
-                                  f"{list(config.modes)} not given yet, but it was trained on "
-                                  f"{list(member.modes)}")
+                                  f"{list(config.modes)} not given yet for train.seed {trained.seed}, but "
+                                  f"it was trained on {list(member.modes)}")
         by_mode[member.modes[0]] = learner
     missing = [mode for mode in config.modes if mode not in by_mode]
     if missing:
-        raise EvaluationError(f"{config.method}: no --model for mode(s) {', '.join(missing)}; "
-                              "give one trained model per mode of the setting")
+        raise EvaluationError(f"{config.method}: no --model for mode(s) {', '.join(missing)} of train.seed "
+                              f"{trained.seed}; give one trained model per mode of the setting and seed")
     return build_multi(by_mode), trained
 
 

@@ -110,19 +110,29 @@ def batch_means_ci95(values: Sequence[float], batch_size: int) -> float:
 
 @dataclass(frozen=True)
 class PairedDifference:
-    """mean(a − b) over pairs, its 95 % t-interval half-width and the paired t-test's two-sided p-value."""
+    """mean(a − b) over pairs, its 95 % t-interval half-width and the paired t-test's two-sided p-value;
+    `n` units (tasks), each measured `n_seeds` times."""
 
     mean: float
     ci95: float
     p_value: float
     n: int
+    n_seeds: int = 1
 
 
-def paired_difference(a: Sequence[float], b: Sequence[float]) -> PairedDifference:
-    """Paired comparison of two measurements of the same units (tasks, or targets), a − b."""
-    a, b = _array(a), _array(b)
-    if a.shape != b.shape:
-        raise ValueError(f"paired samples differ in length: {len(a)} and {len(b)}")
+def paired_difference(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> PairedDifference:
+    """Paired comparison of two measurements of the same units (tasks, or targets), a − b.
+
+    Two seeds × tasks matrices (row s of each from the trainings of one seed) are compared seed by seed and
+    task by task, with the seed-inclusive interval and test of `seeds_by_tasks`; one row is the paired t-test.
+    """
+    matrices = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if matrices[0].shape != matrices[1].shape:
+        raise ValueError(f"paired samples differ in shape: {matrices[0].shape} and {matrices[1].shape}")
+    if matrices[0].ndim == 2 and len(matrices[0]) > 1:
+        result = seeds_by_tasks(matrices[0] - matrices[1])
+        return PairedDifference(result.mean, result.ci95, result.p_value, result.n_tasks, result.n_seeds)
+    a, b = (_array(matrix.reshape(-1)) for matrix in matrices)
     differences = a - b
     n = len(differences)
     if n < 2:

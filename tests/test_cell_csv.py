@@ -101,10 +101,41 @@ def test_written_csv_has_whole_task_ids_and_accuracies_to_four_decimals():
     frame = cell_frame(CONFIG, [0, 1, 2, 3], ["fc100", "cub", "fc100", "cub"], accuracies)
     text = frame.to_csv(index=False)
     tasks = [line.split(",") for line in text.splitlines()[1:5]]
-    assert [fields[4] for fields in tasks] == ["0", "1", "2", "3"]
-    assert [fields[7] for fields in tasks] == ["1.3333", "2.6667", "66.6667", "98.6667"]
+    column = {name: COLUMNS.index(name) for name in ("task_id", "seed", "accuracy_pct")}
+    assert [fields[column["task_id"]] for fields in tasks] == ["0", "1", "2", "3"]
+    assert {fields[column["seed"]] for fields in tasks} == {"0"}
+    assert [fields[column["accuracy_pct"]] for fields in tasks] == ["1.3333", "2.6667", "66.6667", "98.6667"]
     written = pd.read_csv(io.StringIO(text))
     overall = written[written["kind"] == "overall"].iloc[0]
     exact = 100 * sum(accuracies) / 4
     assert overall["accuracy_pct"] == round(exact, DECIMALS)
     assert written["accuracy_pct"].map(lambda value: round(value, DECIMALS) == value).all()
+
+
+# ---- several training seeds --------------------------------------------------------------------------------
+
+def test_rows_over_seeds_hold_the_mean_and_the_seed_inclusive_intervals():
+    import numpy as np
+
+    from kml.cell_csv import seeds_cell_frame
+    from kml.stats import batch_means, seeds_by_tasks
+
+    second = [min(1.0, a + 0.08 * (t % 3)) for t, a in enumerate(ACCURACIES)]
+    frames = [cell_frame(CONFIG, TASK_IDS, TASK_MODES, accuracies, seed)
+              for seed, accuracies in ((0, ACCURACIES), (4, second))]
+    frame = seeds_cell_frame(CONFIG, frames)
+    assert list(frame.columns) == COLUMNS
+    assert frame["kind"].tolist() == 2 * (["task"] * 20 + ["mode", "mode", "overall"]) + [
+        "mode_over_seeds", "mode_over_seeds", "overall_over_seeds"]
+    assert frame["seed"].tolist()[:46] == [0] * 23 + [4] * 23 and frame["seed"].iloc[46:].isna().all()
+    values = 100 * np.array([ACCURACIES, second])
+    overall = frame[frame["kind"] == "overall_over_seeds"].iloc[0]
+    assert (overall["n_seeds"], overall["n_tasks"]) == (2, 20)
+    assert overall["accuracy_pct"] == round(values.mean(), DECIMALS)
+    assert overall["ci95_pct"] == round(seeds_by_tasks(values).ci95, DECIMALS)
+    assert overall["ci95_stratified_pct"] == round(seeds_by_tasks(values, TASK_MODES).ci95, DECIMALS)
+    batches = np.stack([batch_means(row, 10) for row in values])
+    assert overall["ci95_batch_means_pct"] == round(seeds_by_tasks(batches).ci95, DECIMALS)
+    fc100 = frame[(frame["kind"] == "mode_over_seeds") & (frame["mode"] == "fc100")].iloc[0]
+    assert fc100["ci95_pct"] == round(seeds_by_tasks(values[:, ::2]).ci95, DECIMALS)
+    assert seeds_cell_frame(CONFIG, frames[:1]) is frames[0]

@@ -20,7 +20,7 @@ from kml.report.summary import read_cells
 SETTING, SHOTS, MODES = "2mode_dagger", 5, ("miniimagenet", "fc100")
 TASKS = 200
 COLUMNS = ["setting", "shots", "method", "baseline", "delta_pct", "ci95_pct", "p_value", "p_holm", "n_tasks",
-           "paper_delta_pct", "verdict"]
+           "n_seeds", "paper_delta_pct", "verdict"]
 
 
 def write_cell(root, method, correct, setting=SETTING, shots=SHOTS, modes=MODES, task_ids=None):
@@ -141,3 +141,29 @@ def test_no_pair_among_the_cells_gives_an_empty_file_and_a_table_of_missing_rows
     assert [path.name for path in written] == ["claims.csv", "claims.tex", "claims.pdf", "claims.png"]
     claims = pd.read_csv(tmp_path / "results" / "claims.csv")
     assert list(claims.columns) == COLUMNS and claims.empty
+
+
+def test_cells_of_several_seeds_are_compared_seed_by_seed_with_the_seed_inclusive_test(tmp_path):
+    from kml.cell_csv import seeds_cell_frame
+    from kml.stats import seeds_by_tasks
+
+    def seeded_cell(method, corrects):
+        config = RunConfig(method=method, modes=MODES, setting=SETTING, task=TaskConfig(shots=SHOTS))
+        modes = [MODES[t % 2] for t in range(TASKS)]
+        frames = [cell_frame(config, range(TASKS), modes, np.asarray(correct) / 75, seed)
+                  for seed, correct in zip((0, 1, 2), corrects)]
+        path = tmp_path / f"{method}.csv"
+        seeds_cell_frame(config, frames).to_csv(path, index=False)
+        return path
+
+    base = [base_correct(seed) for seed in (0, 1, 2)]
+    better = [correct + np.random.default_rng(9 + i).integers(-1, 4, TASKS) for i, correct in enumerate(base)]
+    # MMAML with two seeds only: compared with MMAML+KML on the seeds both have
+    cells = [seeded_cell("mmaml", base[:2]), seeded_cell("mmaml_kml", better)]
+    claims = compare(read_cells(cells)).set_index(["method", "baseline"])
+    row = claims.loc[("mmaml_kml", "mmaml")]
+    expected = seeds_by_tasks(100 * (np.stack(better[:2]) - np.stack(base[:2])) / 75)
+    assert (row["n_seeds"], row["n_tasks"]) == (2, TASKS)
+    assert row["delta_pct"] == pytest.approx(expected.mean, abs=1e-4)
+    assert row["ci95_pct"] == pytest.approx(expected.ci95, abs=1e-4)
+    assert row["p_value"] == pytest.approx(expected.p_value, rel=1e-6)

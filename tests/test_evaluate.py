@@ -5,6 +5,7 @@ The cell CSV's rows and intervals themselves: tests/test_cell_csv.py.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 from synthetic import one_thread, small_run_config, synthetic_files  # noqa: F401  (fixtures)
@@ -15,6 +16,7 @@ from kml.config import RunConfig
 from kml.evaluate import EvaluationError, evaluate
 from kml.method_table import METHOD_NAMES
 from kml.methods.registry import build_method
+from kml.stats import seeds_by_tasks
 from kml.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -106,8 +108,41 @@ def test_multi_routes_each_task_to_the_model_of_its_mode(files, trained, tmp_pat
     assert cub_accuracy[0] > cub_accuracy[1]
 
 
+def test_several_seeds_are_evaluated_apart_on_the_same_tasks_and_summarised_over_seeds(files, trained,
+                                                                                      tmp_path):
+    cell = _config(files, "multi_protonet")
+    first = [trained("multi_protonet", (mode,)) for mode in MODES]
+    seed7 = {**LEARNING, "train": {**LEARNING["train"], "seed": 7}}
+    second = [_untrained(small_run_config({mode: files[mode]}, "multi_protonet", **seed7),
+                         tmp_path / f"seed7-{mode}.pt") for mode in MODES]
+    alone = [evaluate(cell, models, tmp_path / f"alone{i}.csv") for i, models in enumerate((first, second))]
+    # interleaved on the command line: grouped by the seed recorded with each model
+    both = evaluate(cell, [second[0], first[1], first[0], second[1]], tmp_path / "both.csv")
+    assert list(pd.read_csv(tmp_path / "both.csv").columns) == COLUMNS
+    for seed, frame in zip((7, 0), alone[::-1]):
+        own = both[both["seed"] == seed].reset_index(drop=True)
+        pd.testing.assert_frame_equal(own.drop(columns="seed"), frame.drop(columns="seed"))
+    assert list(alone[1]["seed"].unique()) == [7]
+    overall = _rows(both, "overall_over_seeds")
+    values = np.stack([_rows(frame, "task").accuracy_pct.to_numpy() for frame in alone[::-1]])
+    assert overall.accuracy_pct.item() == pytest.approx(values.mean(), abs=1e-4)
+    assert overall.ci95_pct.item() == pytest.approx(seeds_by_tasks(values).ci95, abs=1e-4)
+    assert overall.n_seeds.item() == 2 and overall["seed"].isna().all()
+    assert len(_rows(both, "mode_over_seeds")) == len(MODES)
+
+
+def test_a_seed_without_all_its_members_is_refused_by_name(files, trained, tmp_path):
+    seeded = small_run_config({"cub": files["cub"]}, "multi_protonet",
+                              **{**LEARNING, "train": {**LEARNING["train"], "seed": 3}})
+    lonely = _untrained(seeded, tmp_path / "seed3-cub.pt")
+    models = [trained("multi_protonet", (mode,)) for mode in MODES]
+    with pytest.raises(EvaluationError, match=r"no --model for mode\(s\) fc100 of train\.seed 3"):
+        evaluate(_config(files, "multi_protonet"), [*models, lonely], tmp_path / "cell.csv")
+
+
 @pytest.mark.parametrize(("cell_method", "models", "message"), [
-    ("maml", [("maml", MODES, 5), ("maml", MODES, 5)], r"maml takes exactly one --model, got 2"),
+    ("maml", [("maml", MODES, 5), ("maml", MODES, 5)],
+     r"maml takes exactly one --model per training seed, got 2 trained with train\.seed 0"),
     ("maml", [("maml", ("fc100",), 5)], r"m0\.pt: trained on modes \['fc100'\], but setting 'test' has"),
     ("maml", [("protonet", MODES, 5)], r"m0\.pt: a protonet model, but this cell evaluates maml"),
     ("maml", [("maml", MODES, 1)], r"m0\.pt: trained for other tasks: task\.shots 1 \(model\) vs 5 \(cell\)"),

@@ -21,7 +21,7 @@ from kml.method_table import METHOD_LABELS
 from kml.report import report_accuracy, report_claims
 from kml.report.claims import CLAIMS_COLUMNS, paper_comparisons
 from kml.report.paper import SETTING_LABELS
-from kml.report.summary import intervals_overlap, read_cells, summarize
+from kml.report.summary import intervals_overlap, per_mode, read_cells, summarize
 from kml.report.tables import best_mask, claims_table, escape_latex, family_table, write_tables
 from kml.stats import VERDICTS
 
@@ -84,7 +84,7 @@ def write_cell(path, setting, method, shots, per_mode: dict[str, np.ndarray]):
                      "ci95_batch_means_pct": np.nan})
     overall = hand_summary(np.concatenate(list(per_mode.values())), modes)
     rows.append({"kind": "overall", **overall})
-    frame = pd.DataFrame(rows).assign(setting=setting, method=method, shots=shots)
+    frame = pd.DataFrame(rows).assign(setting=setting, method=method, shots=shots, seed=0, n_seeds=1)
     for interval in ("ci95", "ci95_stratified", "ci95_batch_means"):
         frame[f"{interval}_definition"] = np.where(frame["kind"] == "task", "", f"{interval} by hand")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -132,6 +132,8 @@ def test_summary_compares_with_the_paper_through_the_batch_means_interval(report
         "accuracy",
         "ci95",
         "n_tasks",
+        "n_seeds",
+        "seed_sd",
         "paper_accuracy",
         "paper_ci95",
         "delta",
@@ -278,7 +280,7 @@ def widest_report(tmp_path_factory):
         write_cell(path, s, m, k, accuracies)
     write_tables(summarize(read_cells(cells)), root, note=NOTE)
     widest = paper_comparisons().assign(delta_pct=-99.99, ci95_pct=99.99, p_value=0.999, p_holm=0.999,
-                                        n_tasks=5000, verdict=max(VERDICTS, key=len))
+                                        n_tasks=5000, n_seeds=1, verdict=max(VERDICTS, key=len))
     (root / "tables" / "claims.tex").write_text(claims_table(widest[CLAIMS_COLUMNS], note=NOTE))
     return root
 
@@ -356,8 +358,8 @@ def _replace(column, value, row=-1):
          "older kml lacks columns: evaluate the cell again"),
         (_replace("ci95_stratified_pct", -0.5), "intervals >= 0 or empty"),
         (_replace("accuracy_pct", 120.0, row=1), "task rows need"),
-        (_replace("task_id", 0, row=1), "task rows need a whole task_id given once"),
-        (_replace("task_id", 1.5, row=1), "task rows need a whole task_id given once"),
+        (_replace("task_id", 0, row=1), "a whole task_id given once per seed"),
+        (_replace("task_id", 1.5, row=1), "a whole task_id given once per seed"),
         (_replace("kind", "summary"), "unknown kind"),
         (_replace("accuracy_pct", "high"), "accuracy_pct in"),
         (_replace("accuracy_pct", 120.0), "accuracy_pct in"),
@@ -398,3 +400,25 @@ def test_the_reports_and_the_plan_never_import_torch():
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]", loaded
+
+
+def test_a_cell_of_several_seeds_is_summarised_over_its_seeds(tmp_path):
+    from kml.cell_csv import cell_frame, seeds_cell_frame
+    from kml.config import RunConfig, TaskConfig
+
+    config = RunConfig(method="mmaml", modes=("miniimagenet", "fc100"), setting="2mode_dagger",
+                       task=TaskConfig(shots=1))
+    rng = np.random.default_rng(3)
+    modes = [config.modes[t % 2] for t in range(40)]
+    frames = [cell_frame(config, range(40), modes, rng.integers(10, 60, 40) / 75, seed) for seed in (0, 1, 2)]
+    path = tmp_path / "cell.csv"
+    seeds_cell_frame(config, frames).to_csv(path, index=False)
+    cells = read_cells([path])
+    row = summarize(cells).iloc[0]
+    over = cells[cells["kind"] == "overall_over_seeds"].iloc[0]
+    per_seed = [frame[frame["kind"] == "overall"]["accuracy_pct"].item() for frame in frames]
+    assert (row["n_seeds"], row["accuracy"], row["ci95"]) == (3, over["accuracy_pct"],
+                                                              over["ci95_batch_means_pct"])
+    assert row["seed_sd"] == pytest.approx(np.std(per_seed, ddof=1), abs=1e-4)
+    assert "seed-inclusive" in row["ci95_definition"]
+    assert per_mode(cells)["n_seeds"].tolist() == [3, 3]

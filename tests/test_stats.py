@@ -203,3 +203,14 @@ def test_seeds_by_tasks_degenerate_cases():
     assert constant.ci95 == 0 and constant.p_value == 0
     with pytest.raises(ValueError, match="seeds x tasks"):
         stats.seeds_by_tasks(np.zeros(3))
+
+
+def test_paired_difference_of_seed_matrices():
+    rng = np.random.default_rng(6)
+    a, b = rng.normal(60, 10, (3, 50)), rng.normal(58, 10, (3, 50))
+    seeded = stats.paired_difference(a, b)
+    expected = stats.seeds_by_tasks(a - b)
+    assert (seeded.mean, seeded.ci95, seeded.p_value) == pytest.approx((expected.mean, expected.ci95,
+                                                                        expected.p_value))
+    assert (seeded.n, seeded.n_seeds) == (50, 3)
+    assert stats.paired_difference(a[:1], b[:1]) == stats.paired_difference(a[0], b[0])

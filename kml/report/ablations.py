@@ -30,7 +30,7 @@ from kml.variants import SWITCHES
 
 ABLATION_COLUMNS = [
     "switch", "value", *KEYS, "default_accuracy_pct", "default_ci95_pct", "accuracy_pct", "accuracy_ci95_pct",
-    "delta_pct", "ci95_pct", "p_value", "n_tasks", "same_configuration",
+    "delta_pct", "ci95_pct", "p_value", "n_tasks", "n_seeds", "same_configuration",
 ]
 # paired_cells' names (variant = the ablated cell) as the summary's
 RENAMED = {"accuracy": "default_accuracy_pct", "ci95": "default_ci95_pct", "variant_accuracy": "accuracy_pct",

@@ -2,9 +2,10 @@
 
 Every method of a setting is evaluated on the same fixed test tasks, so two cells of one setting and shots
 are compared pairwise: per task, method − baseline accuracy, then the paired t-test of those differences
-(kml.stats.paired_difference). The family of all comparisons in the file is Holm-adjusted, and the verdict
-says whether the paper's own difference (from its tables) is reproduced at the adjusted 5 % level.
-docs/statistics.md explains the choices and how to read the columns.
+(kml.stats.paired_difference); cells trained with several seeds are compared seed by seed on the seeds both
+have, with the seed-inclusive test (`n_seeds`). The family of all comparisons in the file is Holm-adjusted,
+and the verdict says whether the paper's own difference (from its tables) is reproduced at the adjusted 5 %
+level. docs/statistics.md explains the choices and how to read the columns.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ COMPARISONS = (
 )
 COMPARISON = ["setting", "shots", "method", "baseline"]
 CLAIMS_COLUMNS = [
-    *COMPARISON, "delta_pct", "ci95_pct", "p_value", "p_holm", "n_tasks", "paper_delta_pct", "verdict",
+    *COMPARISON, "delta_pct", "ci95_pct", "p_value", "p_holm", "n_tasks", "n_seeds", "paper_delta_pct",
+    "verdict",
 ]
 PAPER_DECIMALS = 2  # the paper's tables' precision
 
@@ -61,9 +63,9 @@ def compare(cells: pd.DataFrame) -> pd.DataFrame:
         result = stats.paired_difference(*paired_accuracies(method, baseline))
         rows.append({**comparison._asdict(), "delta_pct": round(result.mean, DECIMALS),
                      "ci95_pct": round(result.ci95, DECIMALS), "p_value": result.p_value,
-                     "n_tasks": result.n})
+                     "n_tasks": result.n, "n_seeds": result.n_seeds})
     claims = pd.DataFrame(rows, columns=[*COMPARISON, "delta_pct", "ci95_pct", "p_value", "n_tasks",
-                                         "paper_delta_pct"])
+                                         "n_seeds", "paper_delta_pct"])
     claims["p_holm"] = stats.holm(claims["p_value"].to_numpy(dtype=np.float64))
     claims["verdict"] = [stats.verdict(row.delta_pct, row.p_holm, row.paper_delta_pct)
                          for row in claims.itertuples(index=False)]
@@ -71,7 +73,20 @@ def compare(cells: pd.DataFrame) -> pd.DataFrame:
 
 
 def paired_accuracies(method: pd.DataFrame, baseline: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """The two cells' per-task accuracies aligned by task id, after checking that the tasks are the same."""
+    """The two cells' task accuracies (task rows), seeds × tasks: the training seeds both cells have, tasks
+    aligned by id, after checking that the tasks are the same. Two cells with different seeds are compared
+    on the seeds they share (the first seed is every cell's)."""
+    shared_seeds = sorted(set(method["seed"]) & set(baseline["seed"]))
+    if not shared_seeds:
+        raise KmlError(f"{method['file'].iloc[0]} and {baseline['file'].iloc[0]}: no training seed in common "
+                       f"({sorted(set(method['seed']))} and {sorted(set(baseline['seed']))}); evaluate both "
+                       "cells with the same first seed of train.seeds")
+    pairs = [_paired_seed(method[method["seed"] == seed], baseline[baseline["seed"] == seed])
+             for seed in shared_seeds]
+    return np.stack([first for first, _ in pairs]), np.stack([second for _, second in pairs])
+
+
+def _paired_seed(method: pd.DataFrame, baseline: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     first, second = (frame.set_index("task_id") for frame in (method, baseline))
     only = first.index.symmetric_difference(second.index)
     shared = first.index.intersection(second.index)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from kml import MODES, KmlError
-from kml.cell_csv import COLUMNS, DECIMALS, INTERVAL_COLUMNS, KINDS
+from kml.cell_csv import COLUMNS, DECIMALS, INTERVAL_COLUMNS, KINDS, OVER_SEEDS, headline_rows
 from kml.layout import report_path
 from kml.report.csvfiles import read_checked_csv
 from kml.report.paper import KEYS, paper_results, sort_like_paper
@@ -18,6 +18,8 @@ SUMMARY_COLUMNS = [
     "accuracy",
     "ci95",
     "n_tasks",
+    "n_seeds",
+    "seed_sd",
     "paper_accuracy",
     "paper_ci95",
     "delta",
@@ -30,7 +32,7 @@ SUMMARY_COLUMNS = [
 # The cell CSV's interval that summary.csv compares with the paper's ± (its `ci95`), and the others it keeps.
 COMPARED_INTERVAL = "ci95_batch_means"
 OTHER_INTERVALS = {"ci95_stratified_pct": "ci95_stratified", "ci95_pct": "ci95_pooled"}
-PER_MODE_COLUMNS = [*KEYS, "mode", "accuracy", "ci95", "n_tasks", "ci95_definition", "paper_note"]
+PER_MODE_COLUMNS = [*KEYS, "mode", "accuracy", "ci95", "n_tasks", "n_seeds", "ci95_definition", "paper_note"]
 # The paper publishes overall accuracies only; per_mode.csv says so rather than leaving a blank to guess at.
 PER_MODE_PAPER_NOTE = "the paper reports no per-mode accuracy"
 
@@ -55,7 +57,7 @@ def _read_cell(path: Path) -> pd.DataFrame:
             f"{path}: unknown kind {sorted(map(str, unknown_kinds))}; expected one of {sorted(KINDS)}"
         )
     # Coerced here so that a stray text value fails the checks below instead of a later merge or cast.
-    numeric = ["shots", "task_id", "n_tasks", "accuracy_pct", *INTERVAL_COLUMNS]
+    numeric = ["shots", "seed", "task_id", "n_tasks", "n_seeds", "accuracy_pct", *INTERVAL_COLUMNS]
     cell[numeric] = cell[numeric].apply(pd.to_numeric, errors="coerce")
     identities = cell[KEYS].drop_duplicates()
     if len(identities) != 1:
@@ -65,9 +67,14 @@ def _read_cell(path: Path) -> pd.DataFrame:
     setting, method, shots = identities.iloc[0]
     if (setting, method, shots) not in set(paper_results()[KEYS].itertuples(index=False, name=None)):
         raise KmlError(f"{path}: ({setting}, {method}, {shots} shots) is not a cell of the paper's tables")
-    overall_rows = (cell["kind"] == "overall").sum()
-    if overall_rows != 1:
-        raise KmlError(f"{path}: needs exactly one 'overall' row, found {overall_rows}")
+    seeds = cell.loc[cell["kind"] == "overall", "seed"]
+    if seeds.empty or seeds.isna().any() or seeds.duplicated().any():
+        raise KmlError(f"{path}: needs exactly one 'overall' row per training seed, found seeds "
+                       f"{seeds.tolist()}")
+    over_seeds = (cell["kind"] == OVER_SEEDS["overall"]).sum()
+    if over_seeds != (len(seeds) > 1):
+        raise KmlError(f"{path}: {len(seeds)} seed(s) need {int(len(seeds) > 1)} "
+                       f"'{OVER_SEEDS['overall']}' row, found {over_seeds}")
     # An interval is empty where it is undefined (e.g. one batch has no spread), never negative.
     summaries = cell[cell["kind"] != "task"]
     intervals = summaries[INTERVAL_COLUMNS]
@@ -76,13 +83,15 @@ def _read_cell(path: Path) -> pd.DataFrame:
                 "summary rows need n_tasks >= 1, accuracy_pct in [0, 100] and intervals >= 0 or empty")
     tasks = cell[cell["kind"] == "task"]
     ids = tasks["task_id"]
-    _check_rows(path, tasks, (ids == ids.round()) & ~ids.duplicated(keep=False)
-                & tasks["accuracy_pct"].between(0, 100),
-                "task rows need a whole task_id given once and accuracy_pct in [0, 100]")
-    bad_modes = set(cell.loc[cell["kind"] != "overall", "mode"]) - set(MODES)
+    _check_rows(path, tasks, (ids == ids.round()) & ~tasks[["seed", "task_id"]].duplicated(keep=False)
+                & tasks["seed"].isin(seeds) & tasks["accuracy_pct"].between(0, 100),
+                "task rows need a seed with an overall row, a whole task_id given once per seed and "
+                "accuracy_pct in [0, 100]")
+    whole_cell = cell["kind"].isin(["overall", OVER_SEEDS["overall"]])
+    bad_modes = set(cell.loc[~whole_cell, "mode"]) - set(MODES)
     if bad_modes:
         raise KmlError(f"{path}: unknown mode(s) {sorted(map(str, bad_modes))} in 'task' or 'mode' rows")
-    return cell.astype({"shots": int, "task_id": "Int64"})
+    return cell.astype({"shots": int, "seed": "Int64", "task_id": "Int64", "n_seeds": int})
 
 
 def _check_rows(path: Path, rows: pd.DataFrame, valid: pd.Series, rule: str) -> None:
@@ -101,18 +110,21 @@ def intervals_overlap(
 
 
 def summarize(cells: pd.DataFrame) -> pd.DataFrame:
-    """One row per cell, from its 'overall' row, beside the paper's number for the same cell.
+    """One row per cell, from its 'overall' row (over seeds where it has several: the mean over seeds, and
+    seed_sd the standard deviation of the seeds' accuracies), beside the paper's number for the same cell.
 
     `ci95` is the interval comparable with the paper's ± (COMPARED_INTERVAL, named in `ci95_definition`);
     `delta_ci95` is the 95 % half-width of ours − paper when both are independent estimates with those
     intervals.
     """
-    ours = cells[cells["kind"] == "overall"].drop(columns="ci95_definition").rename(columns={
+    spread = (cells[cells["kind"] == "overall"].groupby(KEYS)["accuracy_pct"].std(ddof=1)
+              .round(DECIMALS).rename("seed_sd").reset_index())
+    ours = headline_rows(cells, "overall").drop(columns="ci95_definition").rename(columns={
         "accuracy_pct": "accuracy", f"{COMPARED_INTERVAL}_pct": "ci95",
         f"{COMPARED_INTERVAL}_definition": "ci95_definition", **OTHER_INTERVALS,
     })
     paper = paper_results().rename(columns={"accuracy": "paper_accuracy", "ci95": "paper_ci95"})
-    summary = ours.merge(paper, on=KEYS, how="left", validate="one_to_one")
+    summary = ours.merge(paper, on=KEYS, how="left", validate="one_to_one").merge(spread, on=KEYS)
     summary["n_tasks"] = summary["n_tasks"].astype(int)
     summary["delta"] = (summary["accuracy"] - summary["paper_accuracy"]).round(DECIMALS)
     summary["delta_ci95"] = np.hypot(summary["ci95"], summary["paper_ci95"]).round(DECIMALS)
@@ -125,7 +137,7 @@ def summarize(cells: pd.DataFrame) -> pd.DataFrame:
 def per_mode(cells: pd.DataFrame) -> pd.DataFrame:
     """One row per (cell, mode) from the cells' 'mode' rows (their pooled interval), modes in the canonical
     order."""
-    modes = cells[cells["kind"] == "mode"].rename(columns={"accuracy_pct": "accuracy", "ci95_pct": "ci95"})
+    modes = headline_rows(cells, "mode").rename(columns={"accuracy_pct": "accuracy", "ci95_pct": "ci95"})
     modes = modes.assign(n_tasks=modes["n_tasks"].astype(int), paper_note=PER_MODE_PAPER_NOTE)
     return sort_like_paper(modes[PER_MODE_COLUMNS], then=["mode"])
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from kml import KmlError, stats
-from kml.cell_csv import DECIMALS
+from kml.cell_csv import DECIMALS, headline_rows
 from kml.layout import report_path
 from kml.method_table import METHOD_LABELS
 from kml.report.claims import paired_accuracies
@@ -24,7 +24,7 @@ from kml.report.tables import _mean_ci, caption_with_note, escape_latex, table_f
 INTERVAL = f"{COMPARED_INTERVAL}_pct"  # the interval comparable with the paper's, as summary.csv's ci95
 VARIANT_COLUMNS = [
     "variant", *KEYS, "paper_accuracy", "paper_ci95", "accuracy", "ci95", "variant_accuracy", "variant_ci95",
-    "delta_pct", "delta_ci95_pct", "p_value", "n_tasks", "same_configuration",
+    "delta_pct", "delta_ci95_pct", "p_value", "n_tasks", "n_seeds", "same_configuration",
 ]
 
 
@@ -40,13 +40,13 @@ def paired_cells(default: pd.DataFrame, other: pd.DataFrame) -> pd.DataFrame:
                            "was given to compare it with")
         tasks = [frame[frame["kind"] == "task"] for frame in (cell, base)]
         result = stats.paired_difference(*paired_accuracies(*tasks))
-        overall = [frame[frame["kind"] == "overall"].iloc[0] for frame in (cell, base)]
+        overall = [headline_rows(frame, "overall").iloc[0] for frame in (cell, base)]
         rows.append({
             **dict(zip(KEYS, key)),
             "accuracy": overall[1]["accuracy_pct"], "ci95": overall[1][INTERVAL],
             "variant_accuracy": overall[0]["accuracy_pct"], "variant_ci95": overall[0][INTERVAL],
             "delta_pct": round(result.mean, DECIMALS), "delta_ci95_pct": round(result.ci95, DECIMALS),
-            "p_value": result.p_value, "n_tasks": result.n,
+            "p_value": result.p_value, "n_tasks": result.n, "n_seeds": result.n_seeds,
             "same_configuration": cell["file"].iloc[0] == base["file"].iloc[0],
         })
     return pd.DataFrame(rows)
