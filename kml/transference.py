@@ -487,8 +487,9 @@ def lookahead_losses(method: MetaLearner, lookaheads: Sequence[Lookahead], sourc
 
 
 def ratio_rows(config: RunConfig, iteration: int, sources: TaskSet, targets: TaskSet,
-               lookaheads: Sequence[Lookahead], losses: Losses) -> pd.DataFrame:
-    """Per lookahead, one row per (source, target) pair, then one self row per target; columns CSV_COLUMNS."""
+               lookaheads: Sequence[Lookahead], losses: Losses, seed: int) -> pd.DataFrame:
+    """Per lookahead, one row per (source, target) pair, then one self row per target; columns CSV_COLUMNS.
+    `seed`: the snapshot's training seed."""
     settings = config.transference
     source_ids, target_ids = sources.task_ids, targets.task_ids
     source_classes, target_classes = sources.classes(), targets.classes()
@@ -519,7 +520,7 @@ def ratio_rows(config: RunConfig, iteration: int, sources: TaskSet, targets: Tas
     rows["target_mode"] = targets.mode
     constants = {
         "setting": config.setting, "method": config.method, "shots": config.task.shots,
-        "iteration": iteration, "lookahead_params": settings.lookahead_params,
+        "iteration": iteration, "seed": seed, "lookahead_params": settings.lookahead_params,
         "neutral_band": settings.neutral_band,
     }
     return rows.assign(**constants)[list(CSV_COLUMNS)]
@@ -550,7 +551,7 @@ def run_transference(config: RunConfig, checkpoints: Sequence[str | Path], out_d
         losses = lookahead_losses(method, lookaheads, sources, targets, execution,
                                   progress=f"{what} {config.method} {config.task.shots}-shot iter{iteration}")
         out = Path(out_dir) / layout.ratio_csv_name(iteration)
-        rows = ratio_rows(config, iteration, sources, targets, lookaheads, losses)
+        rows = ratio_rows(config, iteration, sources, targets, lookaheads, losses, trained.train.seed)
         files.atomic_write_text(out, rows.to_csv(index=False))
         written.append(out)
     return written

@@ -14,6 +14,7 @@ import pytest
 from scipy import stats
 
 from kml import KmlError
+from kml import stats as stats_module
 from kml.cli import main
 from kml.report.step_size import summarize_sweep
 from kml.report.transference import (
@@ -52,9 +53,9 @@ def snapshot_rows(ratios: dict[int, list[float]], self_ratios: dict[int, float] 
              for t, r in self_ratios.items()]
     frame = pd.DataFrame(rows)
     frame = frame.assign(**{
-        "setting": "2mode_dagger", "method": "protonet", "shots": 1, "iteration": 100, "lookahead": "sgd",
-        "step_size": 0.01, "lookahead_params": "all", "neutral_band": 0.01, "source_mode": "miniimagenet",
-        "source_split": "train", "target_mode": "fc100",
+        "setting": "2mode_dagger", "method": "protonet", "shots": 1, "iteration": 100, "seed": 0,
+        "lookahead": "sgd", "step_size": 0.01, "lookahead_params": "all", "neutral_band": 0.01,
+        "source_mode": "miniimagenet", "source_split": "train", "target_mode": "fc100",
         "target_classes": frame["target_task"].map("t{}".format), "loss_before": 1.0,
         "loss_after": frame["ratio"], "loss_after_momentum_only": np.nan, "ratio_to_momentum_only": np.nan,
         **constants})
@@ -122,7 +123,7 @@ def test_a_single_target_has_no_confidence_interval_and_an_unreported_method_no_
 
 @pytest.mark.parametrize(("edit", "message"), [
     (lambda rows: rows.drop(columns="ratio"), "missing columns ratio"),
-    (lambda rows: rows.assign(iteration=[100, 200] * 5), "exactly one (method, shots, iteration)"),
+    (lambda rows: rows.assign(iteration=[100, 200] * 5), "exactly one (method, shots, iteration, seed)"),
     (lambda rows: rows.assign(ratio=-1.0), "positive number"),
 ])
 def test_a_malformed_csv_is_an_error_naming_the_file(tmp_path, edit, message):
@@ -305,3 +306,30 @@ def test_the_step_size_report_writes_its_csv_and_figure_and_checks_its_options(t
     # The analysis's report refuses a sweep's CSV, which holds several step sizes.
     assert main(["report", "transference", str(csv), "--out-dir", str(tmp_path)]) == 2
     assert "holds several step sizes" in capsys.readouterr().err
+
+
+# ---- several training seeds --------------------------------------------------------------------------------
+
+def test_the_seeds_of_a_snapshot_are_one_row_with_the_seed_inclusive_interval():
+    first = {0: [0.90, 0.995, 1.00, 1.20], 1: [0.50, 0.80, 0.98, 1.02], 2: [0.9, 0.9, 1.1, 1.1]}
+    second = {0: [0.90, 0.90, 1.00, 1.20], 1: [0.50, 1.20, 1.30, 1.02], 2: [0.9, 0.9, 0.9, 1.1]}
+    rows = pd.concat([snapshot_rows(first), snapshot_rows(second, seed=3)], ignore_index=True)
+    [row] = summarize_transference(rows).to_dict("records")
+    # positive per target: seed 0 (25, 75, 50), seed 3 (50, 25, 75)
+    positive = np.array([[25.0, 75.0, 50.0], [50.0, 25.0, 75.0]])
+    assert row["n_seeds"] == 2 and row["n_targets"] == 3
+    assert row["positive_ci95_pct"] == round(stats_module.seeds_by_tasks(positive).ci95, 1)
+    assert row["single_target_positive_pct"] == round(positive[:, 0].mean())
+    shares = [row[f"{o}_pct"] for o in ("positive", "neutral", "negative")]
+    assert shares[0] == 50 and sum(shares) == 100  # mean over seeds and targets: 300/6
+
+
+def test_claims_of_several_seeds_compare_seed_by_seed():
+    rows = pd.concat([_claim_rows(MORE_POSITIVE, LESS_POSITIVE),
+                      _claim_rows(LESS_POSITIVE, LESS_POSITIVE).assign(seed=1)], ignore_index=True)
+    positive = transference_claims(rows).set_index("outcome").loc["positive"]
+    differences = np.array([[50.0, 50.0, 50.0, 25.0], [0.0, 0.0, 0.0, 0.0]])
+    expected = stats_module.seeds_by_tasks(differences)
+    assert positive["n_seeds"] == 2 and positive["n_targets"] == 4
+    assert positive["delta_pct"] == round(expected.mean, 2)
+    assert positive["ci95_pct"] == pytest.approx(expected.ci95, abs=0.01)

@@ -11,7 +11,9 @@ CSV_COLUMNS); the figures (transference_figures.py) and the claims (transference
 Outcome of a (source, target) pair: neutral when |LR − 1| < neutral_band (read from the CSVs, i.e.
 transference.neutral_band), else positive (LR < 1) or negative (LR > 1). Fractions are taken per target
 over its sources, then averaged over targets, with kml.stats.pooled_ci95 over targets (undefined with a
-single target). Self rows (a lookahead on the target itself) are reported apart, never counted as sources.
+single target). Models trained with several seeds (`train.seeds`) are one row: fractions per seed and
+target, averaged over both, the interval over seeds × targets (kml.stats.seeds_by_tasks). Self rows (a
+lookahead on the target itself) are reported apart, never counted as sources.
 
 The summary's percentages are whole numbers, rounded by the largest-remainder rule so that each row's
 positive, neutral and negative add up to 100 exactly (as the paper's pie charts do); its intervals have one
@@ -29,7 +31,7 @@ stand beside every row of those methods and `paper_note` says so.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -41,10 +43,11 @@ from kml.method_table import FAMILY_LABELS, METHOD_LABELS, METHOD_NAMES, method_
 from kml.report.csvfiles import read_checked_csv
 from kml.report.paper import transference_reference
 from kml.report.tables import caption_with_note, escape_latex, table_float
-from kml.stats import pooled_ci95
+from kml.stats import pooled_ci95, seeds_by_tasks
 from kml.transference_csv import COLUMNS as CSV_COLUMNS
 
-SNAPSHOT = ["method", "shots", "iteration"]  # one CSV per snapshot: its identity
+SNAPSHOT = ["method", "shots", "iteration"]  # a snapshot of every training seed: one summary row
+ANALYSED = [*SNAPSHOT, "seed"]  # one CSV per seed's snapshot: its identity
 # Per-file constants carried into the summary; one report describes one analysis, so they agree across files
 # (step_size within each family, where every method of a family takes its family's α; the Adam option's
 # learning rate follows the training schedule instead).
@@ -53,7 +56,7 @@ DESCRIPTION = ["setting", "lookahead", "step_size", "lookahead_params", "neutral
 OUTCOMES = ("positive", "neutral", "negative")
 SINGLE_TARGET = 0  # the target task of the paper's single-target view: the first of the fixed target set
 SUMMARY_COLUMNS = [
-    "setting", *SNAPSHOT, *DESCRIPTION[1:], "n_sources", "n_targets",
+    "setting", *SNAPSHOT, *DESCRIPTION[1:], "n_sources", "n_targets", "n_seeds",
     *(f"{o}{suffix}" for o in OUTCOMES for suffix in ("_pct", "_ci95_pct")),
     "single_target", *(f"single_target_{o}_pct" for o in OUTCOMES),
     "median_ratio", "median_abs_change", "self_ratio", "self_ratio_ci95",
@@ -75,9 +78,11 @@ def read_ratio_csvs(paths: Sequence[Path], kind: str, one_step_size: bool) -> pd
     """
     frames = []
     for path in map(Path, paths):
-        frame = read_checked_csv(path, CSV_COLUMNS, kind)
-        if frame.empty or frame[SNAPSHOT].drop_duplicates().shape[0] != 1:
-            raise KmlError(f"{path}: a {kind} holds the rows of exactly one (method, shots, iteration)")
+        frame = read_checked_csv(path, CSV_COLUMNS, kind,
+                                 fix="written by an older kml: analyse again (snakemake --forcerun "
+                                     "transference transference_sweep)")
+        if frame.empty or frame[ANALYSED].drop_duplicates().shape[0] != 1:
+            raise KmlError(f"{path}: a {kind} holds the rows of exactly one (method, shots, iteration, seed)")
         if one_step_size and frame["step_size"].nunique() != 1:
             raise KmlError(f"{path}: holds several step sizes, as the step-size sweep writes; give the "
                            "analysis's CSVs (results/transference/{method}/{shots}shot/iter{N}.csv)")
@@ -86,11 +91,11 @@ def read_ratio_csvs(paths: Sequence[Path], kind: str, one_step_size: bool) -> pd
         frames.append(frame.assign(file=str(path)))
     rows = pd.concat(frames, ignore_index=True)
     files = rows.drop_duplicates("file")
-    repeated = files[files.duplicated(SNAPSHOT, keep=False)]
+    repeated = files[files.duplicated(ANALYSED, keep=False)]
     if not repeated.empty:
         raise KmlError(f"{' and '.join(repeated['file'])}: "
-                       "the same (method, shots, iteration) is given twice")
-    return rows.drop(columns="file").astype({"self": bool, "shots": int, "iteration": int})
+                       "the same (method, shots, iteration, seed) is given twice")
+    return rows.drop(columns="file").astype({"self": bool, "shots": int, "iteration": int, "seed": int})
 
 
 def read_transference(paths: Sequence[Path]) -> pd.DataFrame:
@@ -157,28 +162,48 @@ def _paper_numbers() -> pd.DataFrame:
     return paper.drop(columns="source")
 
 
+def seed_target_fractions(cross: pd.DataFrame, band: float, what: str) -> dict[int, pd.DataFrame]:
+    """Per training seed, `target_fractions` of its snapshot's cross rows; every seed on the same targets."""
+    fractions = {seed: target_fractions(rows, band) for seed, rows in cross.groupby("seed", sort=True)}
+    targets = [tuple(frame.index) for frame in fractions.values()]
+    if len(set(targets)) != 1:
+        raise KmlError(f"{what}: the training seeds were analysed on different target tasks; analyse every "
+                       "seed's snapshots with the same transference section")
+    return fractions
+
+
+def fractions_interval(per_seed: Mapping[int, pd.DataFrame], outcome: str) -> float:
+    """95 % half-width of an outcome's mean fraction: over targets for one seed (pooled_ci95), over seeds ×
+    targets for several (seeds_by_tasks: the seed-to-seed variation included)."""
+    if len(per_seed) == 1:
+        return pooled_ci95(next(iter(per_seed.values()))[outcome])
+    return seeds_by_tasks(np.stack([frame[outcome].to_numpy() for frame in per_seed.values()])).ci95
+
+
 def summarize_transference(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per snapshot (method, shots, iteration); columns SUMMARY_COLUMNS, in the paper's method
-    order."""
+    """One row per snapshot (method, shots, iteration), every training seed's together; columns
+    SUMMARY_COLUMNS, in the paper's method order."""
     records = []
     for snapshot, group in rows.groupby(SNAPSHOT, sort=False):
         cross, own = group[~group["self"]], group[group["self"]]
         record = {**dict(zip(SNAPSHOT, snapshot)), **group.iloc[0][DESCRIPTION].to_dict()}
         band = record["neutral_band"]
-        per_target = target_fractions(cross, band)
+        what = f"{METHOD_LABELS[snapshot[0]]} {snapshot[1]}-shot iteration {snapshot[2]}"
+        per_seed = seed_target_fractions(cross, band, what)
+        per_target = sum(per_seed.values()) / len(per_seed)  # each target's fractions, mean over seeds
         if SINGLE_TARGET not in per_target.index:
-            raise KmlError(f"{METHOD_LABELS[snapshot[0]]} {snapshot[1]}-shot iteration {snapshot[2]}: "
-                           f"no target task {SINGLE_TARGET}, the single-target view's; "
+            raise KmlError(f"{what}: no target task {SINGLE_TARGET}, the single-target view's; "
                            "analyse the fixed target set from its start")
         record.update({f"{o}_pct": value for o, value in whole_percentages(per_target.mean()).items()})
         record.update({f"single_target_{o}_pct": value
                        for o, value in whole_percentages(per_target.loc[SINGLE_TARGET]).items()})
-        record.update({f"{o}_ci95_pct": round(pooled_ci95(per_target[o]), 1) for o in OUTCOMES})
+        record.update({f"{o}_ci95_pct": round(fractions_interval(per_seed, o), 1) for o in OUTCOMES})
         if record["lookahead"] == "adam":
             momentum = target_fractions(cross, band, "ratio_to_momentum_only").mean()
             record.update({f"{o}_vs_momentum_only_pct": value
                            for o, value in whole_percentages(momentum).items()})
         record.update(n_sources=cross["source_task"].nunique(), n_targets=len(per_target),
+                      n_seeds=len(per_seed),
                       single_target=SINGLE_TARGET, median_ratio=cross["ratio"].median(),
                       median_abs_change=(cross["ratio"] - 1).abs().median(), self_ratio=own["ratio"].mean(),
                       self_ratio_ci95=pooled_ci95(own["ratio"]))

@@ -8,11 +8,13 @@ transfer than its baselines? From the analysis's rows (kml/report/transference.p
 
 Each target task gives one paired difference (its fraction of sources with the outcome under the KML method
 minus under the baseline, counted in whole sources; both see the same sources and targets, which is checked);
-kml.stats.paired_difference gives the mean, its t interval and the paired t-test's p-value. The p-values are
-Holm-adjusted over every row of the file (kml.stats.holm), since the same claim is tested at every snapshot,
-shot count and baseline, and kml.stats.verdict reads the adjusted one against the paper's difference: the
-paper's teaser gives MProtoNet+KML 13 points more positive transfer than ProtoNet and 15 more than MProtoNet
-(8 and 9 fewer negative); it gives no MMAML-family numbers, so those rows have no paper direction.
+kml.stats.paired_difference gives the mean, its t interval and the paired t-test's p-value; with several
+training seeds, one difference per seed both methods have and target, and the seed-inclusive test. The
+p-values are Holm-adjusted over every row of the file (kml.stats.holm), since the same claim is tested at
+every snapshot, shot count and baseline, and kml.stats.verdict reads the adjusted one against the paper's
+difference: the paper's teaser gives MProtoNet+KML 13 points more positive transfer than ProtoNet and 15
+more than MProtoNet (8 and 9 fewer negative); it gives no MMAML-family numbers, so those rows have no paper
+direction.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ CLAIM_PAIRS = (("mprotonet_kml", "protonet"), ("mprotonet_kml", "mprotonet"), ("
                ("mmaml_kml", "mmaml"))
 CLAIM_OUTCOMES = ("positive", "negative")
 CLAIMS_COLUMNS = ["setting", "shots", "iteration", "method", "baseline", "outcome", "delta_pct", "ci95_pct",
-                  "p_value", "p_holm", "n_targets", "paper_delta_pct", "verdict"]
+                  "p_value", "p_holm", "n_targets", "n_seeds", "paper_delta_pct", "verdict"]
 VERDICT_SHORT = {"reproduced": "repr.", "contradicted": "contra.", NOT_SIGNIFICANT: "n.s.",
                  NO_PAPER_DIRECTION: "--"}
 DECIMALS = 2  # of the differences and intervals in claims.csv (percentage points)
@@ -71,18 +73,24 @@ def transference_claims(rows: pd.DataFrame) -> pd.DataFrame:
             what = f"{METHOD_LABELS[method]} vs {METHOD_LABELS[baseline]}, {shots}-shot iteration {iteration}"
             _same_tasks(mine, theirs, what)
             band = mine["neutral_band"].iloc[0]
-            ours, base = target_counts(mine, band), target_counts(theirs, band)
-            sources = ours.sum(axis=1)  # per target; the same for both (checked above)
+            # Per training seed both have: each target's outcome counts.
+            seeds = sorted(set(mine["seed"]) & set(theirs["seed"]))
+            if not seeds:
+                raise KmlError(f"{what}: no training seed in common; analyse the first seed of both")
+            counts = [(target_counts(mine[mine["seed"] == seed], band),
+                       target_counts(theirs[theirs["seed"] == seed], band)) for seed in seeds]
             for outcome in CLAIM_OUTCOMES:
                 # Each target's difference in whole sources, then in %: equal differences are equal numbers
                 # (as differences of two percentages, rounding would make them differ in the last bit).
-                per_target = 100 * (ours[outcome] - base[outcome]) / sources
-                difference = paired_difference(per_target, np.zeros(len(per_target)))
+                # Several seeds: seeds × targets, compared with the seed-inclusive test.
+                per_target = np.stack([100 * (ours[outcome] - base[outcome]) / ours.sum(axis=1)
+                                       for ours, base in counts])
+                difference = paired_difference(per_target, np.zeros_like(per_target))
                 records.append({"setting": mine["setting"].iloc[0], "shots": shots, "iteration": iteration,
                                 "method": method, "baseline": baseline, "outcome": outcome,
                                 "delta_pct": round(difference.mean, DECIMALS),
                                 "ci95_pct": round(difference.ci95, DECIMALS), "p_value": difference.p_value,
-                                "n_targets": difference.n,
+                                "n_targets": difference.n, "n_seeds": difference.n_seeds,
                                 "paper_delta_pct": _paper_delta(method, baseline, outcome)})
     claims = pd.DataFrame(records, columns=[c for c in CLAIMS_COLUMNS if c not in ("p_holm", "verdict")])
     claims["p_holm"] = holm(claims["p_value"]) if len(claims) else []
