@@ -38,7 +38,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 Z95 = 1.96  # the normal quantile the released code and the paper use for "95 %"
 SIGNIFICANCE = 0.05  # two-sided level of the verdicts
@@ -142,6 +141,8 @@ def paired_difference(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.n
         # evidence of a difference; a constant non-zero one (on >= 2 units) is as certain as data can be.
         p_value = 1.0 if differences[0] == 0 else 0.0
         return PairedDifference(float(differences[0]), 0.0, p_value, n)
+    from scipy import stats  # here: every `kml evaluate` imports this module, and scipy.stats takes a second
+
     result = stats.ttest_rel(a, b)
     low, high = result.confidence_interval(0.95)
     return PairedDifference(float(differences.mean()), float((high - low) / 2), float(result.pvalue), n)
@@ -219,6 +220,8 @@ def seeds_by_tasks(values: np.ndarray, strata: Sequence[object] | None = None) -
         # No spread (all values equal): as paired_difference says of a constant difference.
         return SeedsByTasks(mean, 0.0, 1.0 if mean == 0 else 0.0, float("nan"), n_seeds, n_tasks,
                             seed_part, task_part, residual_part)
+    from scipy import stats  # as in paired_difference
+
     df = variance ** 2 / sum(part ** 2 / df for part, df in terms)
     error = np.sqrt(variance)
     return SeedsByTasks(mean, float(stats.t.ppf(0.975, df) * error),

@@ -146,7 +146,11 @@ def test_every_composed_run_config_is_a_valid_run_config_with_only_its_sections(
         trained = [run_config_from_dict(t.run_config) for t in
                    (job.trainings if isinstance(job, Cell) else (job.training,))]
         assert all(t.model.image_size == config.model.image_size and t.task == config.task for t in trained)
-        assert config.modes == tuple(m for t in trained for m in t.modes) or not METHODS[job.method].multi
+        if isinstance(job, Cell):
+            seeds = {t.train.seed for t in trained}
+            assert seeds == set(plan.cell_seeds(config.setting, job.method, config.task.shots))
+        first = [t for t in trained if t.train.seed == plan.seeds[0]]
+        assert config.modes == tuple(m for t in first for m in t.modes) or not METHODS[job.method].multi
     for run in plan.transference.values():
         assert run.run_config["modes"] == run.training.run_config["modes"]
         # each job sees its own part of the transference section: the analysis its family's step size
@@ -165,7 +169,8 @@ def test_every_composed_run_config_is_a_valid_run_config_with_only_its_sections(
 
 def test_smoke_preset_is_small_offline_and_complete():
     plan = Plan(workflow_config("smoke.yaml"))
-    assert len(plan.cells) == 64 and len(plan.trainings) == 68 and len(plan.transference) == 12
+    # the paper's 68 trainings and 12 analyses, and a second seed of two cells: 3 trainings, 1 analysis
+    assert len(plan.cells) == 64 and len(plan.trainings) == 68 + 3 and len(plan.transference) == 12 + 1
     assert plan.synthesize and plan.download_args("cub") == (
         "--mirror data/synth/cub --checksums data/synth/cub/SHA256SUMS")
     for training in plan.trainings.values():

@@ -35,10 +35,6 @@ SMOKE = ("--configfile", "presets/smoke.yaml")
 # (The CPU's task loop is what the unit tests and the byte-identity check run.)
 VMAP = {"train": {"task_batching": "vmap"}}
 SMOKE_VMAP = (*SMOKE, "vmap.yaml")
-# The smoke run also builds the released variant on four cells (presets/smoke_released.yaml).
-SMOKE_RELEASED = "presets/smoke_released.yaml"
-SMOKE_VARIANT_JOBS = {"prepare_fc100_negative": 1, "train_variant": 3, "evaluate_variant": 3,
-                      "report_variant": 1}
 METHODS = ("maml", "multi_maml", "mmaml", "mmaml_kml", "protonet", "multi_protonet", "mprotonet",
            "mprotonet_kml")
 # `snakemake -n` of the paper (config.yaml), by rule; tests/test_plan.py checks the same numbers on the plan.
@@ -48,6 +44,16 @@ PAPER_JOBS = {
     "evaluate": 64,
     "transference": 12, "transference_sweep": 12,
     "report_accuracy": 1, "report_claims": 1, "report_transference": 1, "report_step_size": 1, "all": 1,
+}
+# Beyond the paper's jobs, the smoke preset trains a second seed on 2Mode† 1-shot Multi-MAML (its two
+# members) and MProtoNet+KML (a transference model: one more analysis, no sweep), and builds the released
+# variant and two ablations on a few cells (a variant's and an ablation's trainings follow the seeds too).
+SMOKE_EXTRA_JOBS = {
+    "synth": 5, "train": PAPER_JOBS["train"] + 2,
+    "train_with_snapshots": PAPER_JOBS["train_with_snapshots"] + 1,
+    "transference": PAPER_JOBS["transference"] + 1,
+    "prepare_fc100_negative": 1, "train_variant": 4, "evaluate_variant": 3, "report_variant": 1,
+    "train_ablation": 5, "evaluate_ablation": 3, "report_ablations": 1,
 }
 
 
@@ -132,9 +138,33 @@ def test_a_multi_cell_builds_one_member_per_mode_of_its_setting(workflow):
         f"results/models/single/maml/{mode}/1shot/model.pt" for mode in ("fc100", "miniimagenet", "omniglot")]
 
 
-def test_smoke_preset_dry_run_adds_the_synthetic_mirror(workflow):
-    counts, _ = dry_run(workflow, *SMOKE)
-    assert counts == {**PAPER_JOBS, "synth": 5}
+def test_two_seeds_double_exactly_the_trainings_and_transference_analyses(workflow, tmp_path):
+    overlay = tmp_path / "seeds.yaml"
+    overlay.write_text(yaml.safe_dump({"train": {"seeds": [0, 1]}}))
+    counts, outputs = dry_run(workflow, "--configfile", str(overlay))
+    doubled = ("train", "train_with_snapshots", "transference")
+    assert counts == {**PAPER_JOBS, **{rule: 2 * PAPER_JOBS[rule] for rule in doubled}}
+    assert "results/models/single/maml/omniglot/1shot-seed1/model.pt" in outputs
+    assert "results/transference/mmaml_kml/5shot-seed1/iter20000.csv" in outputs
+
+
+def test_smoke_preset_dry_run_adds_the_mirror_a_seed_a_variant_and_ablations(workflow):
+    counts, outputs = dry_run(workflow, *SMOKE)
+    assert counts == {**PAPER_JOBS, **SMOKE_EXTRA_JOBS}
+    for path in ("results/models/2mode_dagger/mprotonet_kml/1shot-seed1/snapshots/iter000006.pt",
+                 "results/models/single/maml/fc100/1shot-seed1/model.pt",
+                 "results/transference/mprotonet_kml/1shot-seed1/iter6.csv",
+                 "results/variants/released/models/2mode_dagger/mprotonet_kml/1shot-seed1/model.pt",
+                 "results/ablations/model.kml_form/models/2mode_dagger/mprotonet_kml/1shot-seed1/model.pt",
+                 "results/ablations/prepare.fc100_negative/models/2mode_dagger/protonet/1shot/model.pt",
+                 "results/ablations/model.kml_form/eval/2mode_dagger/mprotonet_kml/1shot.csv",
+                 "results/ablations/summary.csv", "results/tables/ablations.tex",
+                 "results/figures/ablations.png", "results/variants/released/summary.csv",
+                 "data/processed/fc100-16-negative.h5"):
+        assert path in outputs, path
+    assert not any(f.startswith("results/ablations/model.kml_form/models/2mode_dagger/protonet/")
+                   for f in outputs)
+    assert not any("step_size_sweep" in f and "-seed1" in f for f in outputs)
 
 
 def test_released_variant_dry_run_adds_only_the_jobs_its_switches_change(workflow, tmp_path):
@@ -153,26 +183,6 @@ def test_released_variant_dry_run_adds_only_the_jobs_its_switches_change(workflo
     assert "results/variants/released/summary.csv" in outputs
     negative = [line for line in text.splitlines() if "kml prepare" in line and "--fc100-negative" in line]
     assert len(negative) == 1 and "--out data/processed/fc100-84-negative.h5" in negative[0]
-
-
-def test_the_smoke_variant_dry_run_adds_its_few_jobs(workflow):
-    counts, outputs = dry_run(workflow, *SMOKE, SMOKE_RELEASED)
-    assert counts == {**PAPER_JOBS, "synth": 5, **SMOKE_VARIANT_JOBS}
-    assert "data/processed/fc100-16-negative.h5" in outputs
-
-
-def test_the_smoke_ablations_dry_run_adds_their_few_jobs(workflow):
-    """presets/smoke_ablations.yaml (not in the smoke run itself): two switches on two cells."""
-    counts, outputs = dry_run(workflow, *SMOKE, "presets/smoke_ablations.yaml")
-    assert counts == {**PAPER_JOBS, "synth": 5, "prepare_fc100_negative": 1, "train_ablation": 3,
-                      "evaluate_ablation": 3, "report_ablations": 1}
-    assert "results/ablations/model.kml_form/eval/2mode_dagger/mprotonet_kml/1shot.csv" in outputs
-    assert not any(f.startswith("results/ablations/model.kml_form/models/2mode_dagger/protonet/")
-                   for f in outputs)
-    assert "results/ablations/prepare.fc100_negative/models/2mode_dagger/protonet/1shot/model.pt" in outputs
-    for path in ("results/ablations/summary.csv", "results/tables/ablations.tex",
-                 "results/figures/ablations.png", "data/processed/fc100-16-negative.h5"):
-        assert path in outputs
 
 
 # More cases, without Snakemake:
@@ -235,7 +245,7 @@ def smoke(tmp_path_factory) -> Path:
     """The smoke preset's whole `all` target, run once in a fresh copy with 2 cores."""
     workdir = copy_workflow(tmp_path_factory.mktemp("smoke"))
     (workdir / "vmap.yaml").write_text(yaml.safe_dump(VMAP))
-    snakemake(workdir, "--cores", "2", *SMOKE_VMAP, SMOKE_RELEASED)
+    snakemake(workdir, "--cores", "2", *SMOKE_VMAP)
     return workdir
 
 
@@ -328,6 +338,39 @@ def test_smoke_writes_the_released_variant_beside_the_default_cells(smoke):
 
 
 @pytest.mark.slow
+def test_smoke_writes_the_second_seed_beside_the_first(smoke):
+    cell = pd.read_csv(smoke / "results" / "eval" / "2mode_dagger" / "mprotonet_kml" / "1shot.csv")
+    tasks = cell[cell["kind"] == "task"]
+    assert tasks.groupby("seed").size().to_dict() == {0: 20, 1: 20}
+    assert set(cell["kind"]) == {"task", "mode", "overall", "mode_over_seeds", "overall_over_seeds"}
+    summary = pd.read_csv(smoke / "results" / "summary.csv").set_index(["setting", "method", "shots"])
+    seeded = summary[summary["n_seeds"] == 2]
+    assert set(seeded.index) == {("2mode_dagger", "multi_maml", 1), ("2mode_dagger", "mprotonet_kml", 1)}
+    assert seeded["ci95_definition"].str.contains("seed-inclusive").all() and seeded["seed_sd"].notna().all()
+    assert summary["seed_sd"].isna().sum() == 62
+    claims = pd.read_csv(smoke / "results" / "claims.csv")
+    claims = claims.set_index(["setting", "shots", "method", "baseline"])["n_seeds"]
+    assert claims[("2mode_dagger", 1, "mprotonet_kml", "protonet")] == 1  # the one seed both have
+    transference = pd.read_csv(smoke / "results" / "transference" / "summary.csv")
+    kml = transference[(transference["method"] == "mprotonet_kml") & (transference["shots"] == 1)]
+    assert (kml["n_seeds"] == 2).all() and (transference["n_seeds"] >= 1).all()
+
+
+@pytest.mark.slow
+def test_smoke_writes_the_ablations(smoke):
+    summary = pd.read_csv(smoke / "results" / "ablations" / "summary.csv")
+    assert set(map(tuple, summary[["switch", "method"]].values.tolist())) == {
+        ("model.kml_form", "protonet"), ("model.kml_form", "mprotonet_kml"),
+        ("prepare.fc100_negative", "protonet"), ("prepare.fc100_negative", "mprotonet_kml")}
+    same = summary.set_index(["switch", "method"])["same_configuration"]
+    assert same[("model.kml_form", "protonet")] and not same[("model.kml_form", "mprotonet_kml")]
+    assert (summary.loc[summary["same_configuration"], "delta_pct"] == 0).all()
+    assert summary.set_index(["switch", "method"]).loc[("model.kml_form", "mprotonet_kml"), "n_seeds"] == 2
+    assert "plumbing" in (smoke / "results" / "tables" / "ablations.tex").read_text()
+    assert (smoke / "results" / "figures" / "ablations.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
 def test_smoke_run_is_complete_and_reports(smoke):
     # nothing left to do: every output is there and its params and code unchanged
     again = snakemake(smoke, "--dry-run", *SMOKE_VMAP)
@@ -341,18 +384,19 @@ def test_smoke_run_is_complete_and_reports(smoke):
     # every model was trained, and so evaluated and analysed, on the GPU's code path
     recorded = [yaml.safe_load(path.read_text())
                 for path in (smoke / "results" / "models").rglob("config.yaml")]
-    assert len(recorded) == 68 and {config["train"]["task_batching"] for config in recorded} == {"vmap"}
+    assert len(recorded) == 68 + 3  # and the second seed's three
+    assert {config["train"]["task_batching"] for config in recorded} == {"vmap"}
 
 
 @pytest.mark.slow
 def test_smoke_one_changed_value_reruns_exactly_the_affected_jobs(smoke, tmp_path):
     overlay = tmp_path / "change.yaml"
-    # one Multi-MAML member's inner lr: that member (1 and 5 shots), the 3 settings with FC100 x 2 shots of
-    # multi_maml, and the accuracy and claims reports
+    # one Multi-MAML member's inner lr: that member (1 and 5 shots, and the 1-shot second seed), the 3
+    # settings with FC100 x 2 shots of multi_maml, and the accuracy and claims reports
     overlay.write_text(yaml.safe_dump(
         {"overrides": {"multi_member": {"maml": {"fc100": {"maml": {"inner_lr": 0.02}}}}}}))
     counts, outputs = dry_run(smoke, *SMOKE_VMAP, str(overlay))
-    assert counts == {"train": 2, "evaluate": 6, "report_accuracy": 1, "report_claims": 1, "all": 1}, counts
+    assert counts == {"train": 3, "evaluate": 6, "report_accuracy": 1, "report_claims": 1, "all": 1}, counts
     assert {f for f in outputs if f.endswith(".csv") and "/eval/" in f} == {
         f"results/eval/{s}/multi_maml/{k}shot.csv"
         for s in ("2mode_dagger", "3mode", "5mode") for k in (1, 5)}
