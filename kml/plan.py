@@ -34,7 +34,6 @@ Every path a job reads or writes is named by kml/layout.py.
 from __future__ import annotations
 
 import copy
-import itertools
 import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
@@ -276,8 +275,7 @@ class Plan:
         """The names of the cells a selection (settings, methods, shots; None: all) picks, in plan order."""
         chosen = self._selection(selection, where)
         return tuple(name for name, cell in self.cells.items()
-                     if cell.setting in chosen["settings"] and cell.method in chosen["methods"]
-                     and cell.shots in chosen["shots"])
+                     if _picks(chosen, cell.setting, cell.method, cell.shots))
 
     def _selection(self, selection: Mapping[str, Any], where: str) -> dict[str, tuple]:
         """A selection's settings, methods and shots, each checked against the workflow's (None: all)."""
@@ -297,10 +295,7 @@ class Plan:
 
     def cell_seeds(self, setting: str, method: str, shots: int) -> tuple[int, ...]:
         """The seeds a cell trains: every seed of `train.seeds` if `seed_cells` picks it, else the first."""
-        chosen = self._seeded
-        if chosen and (setting, method, shots) in itertools.product(*chosen.values()):
-            return self.seeds
-        return self.seeds[:1]
+        return self.seeds if self._seeded and _picks(self._seeded, setting, method, shots) else self.seeds[:1]
 
     # ---- run configurations --------------------------------------------------------------------------------
     def _sections(self, method: str, member_mode: str | None = None,
@@ -580,6 +575,11 @@ class Plan:
             "transference_sweep": len(self.sweeping_runs),
             **variants,
         }
+
+
+def _picks(chosen: Mapping[str, tuple], setting: str, method: str, shots: int) -> bool:
+    """Whether a selection (`Plan._selection`) picks the cell (setting, method, shots)."""
+    return setting in chosen["settings"] and method in chosen["methods"] and shots in chosen["shots"]
 
 
 def _lookup(jobs: Mapping[str, Any], name: str, kind: str, made_of: str) -> Any:
