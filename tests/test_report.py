@@ -271,14 +271,16 @@ def test_family_table_bolds_every_best_method_of_a_row(tmp_path):
 
 @pytest.fixture(scope="module")
 def widest_report(tmp_path_factory):
-    """Tables of all 64 cells at the widest numbers they hold (50.00 ± 69.30), all tied, so all bold, and of
+    """Tables of all 64 cells at the widest numbers they hold (50.00 ± 69.30, over 10 seeds), all tied, so all
+    bold, and of
     all 64 comparisons at the widest (-99.99 ± 99.99, the longest verdict)."""
     root = tmp_path_factory.mktemp("widest")
     accuracies = {"cub": np.repeat([0.0, 100.0], 10)}  # two batches of 10, at 0 and at 100
     cells = [root / f"{s}-{m}-{k}.csv" for s, k, m in PAPER_ORDER]
     for path, (s, k, m) in zip(cells, PAPER_ORDER, strict=True):
         write_cell(path, s, m, k, accuracies)
-    write_tables(summarize(read_cells(cells)), root, note=NOTE)
+    # and the widest mark: every cell over 10 training seeds
+    write_tables(summarize(read_cells(cells)).assign(n_seeds=10), root, note=NOTE)
     widest = paper_comparisons().assign(delta_pct=-99.99, ci95_pct=99.99, p_value=0.999, p_holm=0.999,
                                         n_tasks=5000, n_seeds=1, verdict=max(VERDICTS, key=len))
     (root / "tables" / "claims.tex").write_text(claims_table(widest[CLAIMS_COLUMNS], note=NOTE))
@@ -422,3 +424,7 @@ def test_a_cell_of_several_seeds_is_summarised_over_its_seeds(tmp_path):
     assert row["seed_sd"] == pytest.approx(np.std(per_seed, ddof=1), abs=1e-4)
     assert "seed-inclusive" in row["ci95_definition"]
     assert per_mode(cells)["n_seeds"].tolist() == [3, 3]
+    write_tables(summarize(cells), tmp_path)
+    for table in ("maml_family", "reproduction"):
+        text = (tmp_path / "tables" / f"{table}.tex").read_text()
+        assert text.count(r"\textsuperscript{3}") == 1 and "mean over $n$ training seeds" in text

@@ -58,20 +58,34 @@ def best_mask(means: pd.DataFrame) -> pd.DataFrame:
     return shown.eq(shown.max(axis=1), axis=0)
 
 
+def _seeds_mark(n_seeds: float) -> str:
+    """A cell over several training seeds is marked with their number (after its interval)."""
+    return rf"\textsuperscript{{{int(n_seeds)}}}" if not pd.isna(n_seeds) and n_seeds > 1 else ""
+
+
+def _seeds_words(cells: pd.DataFrame) -> str:
+    """The caption's sentence on the seed mark, where some cell has several seeds."""
+    if not (cells["n_seeds"] > 1).any():
+        return ""
+    return (" A superscript $n$: the mean over $n$ training seeds, its interval seed-inclusive (training "
+            "seeds and test tasks both vary); otherwise one training run, as in the paper.")
+
+
 def _with_ours(summary: pd.DataFrame) -> pd.DataFrame:
-    """The paper's 64 cells in its order, with our accuracy, ci95 and delta where we have them."""
-    ours = summary[[*KEYS, "accuracy", "ci95", "delta", "delta_ci95"]]
+    """The paper's 64 cells in its order, with our accuracy, ci95, delta and seeds where we have them."""
+    ours = summary[[*KEYS, "accuracy", "ci95", "delta", "delta_ci95", "n_seeds"]]
     paper = paper_results().rename(columns={"accuracy": "paper_accuracy", "ci95": "paper_ci95"})
     return paper.merge(ours, on=KEYS, how="left")
 
 
-def _mean_ci(mean: float, ci: float, bold: bool = False, signed: bool = False) -> str:
+def _mean_ci(mean: float, ci: float, bold: bool = False, signed: bool = False, n_seeds: float = 1) -> str:
     if pd.isna(mean):
         return MISSING
     # The interval in smaller type, as is usual in papers; it also narrows the columns. An undefined interval
     # (too few tasks to estimate a spread) shows as MISSING.
     shown = f"${mean:+.{DECIMALS}f}$" if signed else _number(mean)
-    text = rf"{shown} {{\scriptsize $\pm$ {MISSING if pd.isna(ci) else _number(ci)}}}"
+    interval = MISSING if pd.isna(ci) else _number(ci)
+    text = rf"{shown} {{\scriptsize $\pm$ {interval}{_seeds_mark(n_seeds)}}}"
     return rf"\textbf{{{text}}}" if bold else text
 
 
@@ -111,9 +125,9 @@ def family_table(summary: pd.DataFrame, family: str, note: str | None = None) ->
     grid = grid[grid["family"] == family]
     methods = list(grid["method"].unique())
     rows = list(grid[["setting", "shots"]].drop_duplicates().itertuples(index=False, name=None))
-    means, cis = (
+    means, cis, seeds = (
         grid.pivot(index=["setting", "shots"], columns="method", values=v).reindex(rows)[methods]
-        for v in ("accuracy", "ci95")
+        for v in ("accuracy", "ci95", "n_seeds")
     )
     best = best_mask(means)
     body, previous = [], None
@@ -121,7 +135,8 @@ def family_table(summary: pd.DataFrame, family: str, note: str | None = None) ->
         if previous not in (None, setting):
             body.append(r"\midrule")
         cells = [
-            _mean_ci(means.at[(setting, shots), m], cis.at[(setting, shots), m], best.at[(setting, shots), m])
+            _mean_ci(means.at[(setting, shots), m], cis.at[(setting, shots), m], best.at[(setting, shots), m],
+                     n_seeds=seeds.at[(setting, shots), m])
             for m in methods
         ]
         label = SETTING_LABELS[setting] if setting != previous else ""
@@ -129,11 +144,14 @@ def family_table(summary: pd.DataFrame, family: str, note: str | None = None) ->
         previous = setting
     caption = caption_with_note(
         f"{FAMILY_LABELS[family]}, this reproduction: {_ACCURACY}. Bold: the highest mean of the row "
-        f"(every method tied at the printed precision is bold). {MISSING}: cell not run.",
+        f"(every method tied at the printed precision is bold). {MISSING}: cell not run."
+        + _seeds_words(grid),
         note,
     )
     header = ["Setting", "Shots", *(METHOD_LABELS[m] for m in methods)]
-    return table_float(f"{family}_family", caption, "ll" + "c" * len(methods), header, body)
+    # Narrower gaps make room for the seed marks of four "mean ± CI" columns.
+    gap = "2.5pt" if (grid["n_seeds"] > 1).any() else "4pt"
+    return table_float(f"{family}_family", caption, "ll" + "c" * len(methods), header, body, column_gap=gap)
 
 
 def reproduction_table(summary: pd.DataFrame, note: str | None = None) -> str:
@@ -155,7 +173,7 @@ def reproduction_table(summary: pd.DataFrame, note: str | None = None) -> str:
                         SETTING_LABELS[row.setting] if new_setting else "",
                         f"{row.shots}-shot" if new_shots else "",
                         METHOD_LABELS[row.method],
-                        _mean_ci(row.accuracy, row.ci95),
+                        _mean_ci(row.accuracy, row.ci95, n_seeds=row.n_seeds),
                         _mean_ci(row.paper_accuracy, row.paper_ci95),
                         _mean_ci(row.delta, row.delta_ci95, signed=True),
                     ]
@@ -167,7 +185,7 @@ def reproduction_table(summary: pd.DataFrame, note: str | None = None) -> str:
             f"{FAMILY_LABELS[family]}, this reproduction beside the paper: {_ACCURACY}. "
             r"$\Delta$ = ours $-$ paper $\pm$ its 95\% interval, taking the two estimates as independent "
             "and both intervals as of the same kind: where it excludes 0, our accuracy differs significantly "
-            f"from the paper's. {MISSING}: cell not run.",
+            f"from the paper's. {MISSING}: cell not run." + _seeds_words(cells),
             note,
         )
         header = ["Setting", "Shots", "Method", "Ours", "Paper", r"$\Delta$"]
