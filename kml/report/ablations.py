@@ -24,7 +24,7 @@ from kml.method_table import METHOD_LABELS
 from kml.report.figures import OURS_COLOR, title_with_note, write_figure
 from kml.report.paper import KEYS, SETTING_LABELS, sort_like_paper
 from kml.report.summary import read_cells
-from kml.report.tables import _mean_ci, caption_with_note, escape_latex, table_float
+from kml.report.tables import caption_with_note, escape_latex, mean_ci, seeds_words, table_float
 from kml.report.variant import paired_cells
 from kml.variants import SWITCHES
 
@@ -56,7 +56,8 @@ def summarize_ablations(ablations: Sequence[tuple[str, Path]], default: Sequence
 
 
 def _cell_label(row) -> str:
-    return f"{SETTING_LABELS[row.setting]} {row.shots}-shot {METHOD_LABELS[row.method]}"
+    seeds = f" ({row.n_seeds} seeds)" if row.n_seeds > 1 else ""
+    return f"{SETTING_LABELS[row.setting]} {row.shots}-shot {METHOD_LABELS[row.method]}{seeds}"
 
 
 def ablations_table(summary: pd.DataFrame, note: str | None = None) -> str:
@@ -68,9 +69,10 @@ def ablations_table(summary: pd.DataFrame, note: str | None = None) -> str:
         shared = r"$^\ast$" if row.same_configuration else ""
         body.append(" & ".join([
             switch if row.switch != previous else "", SETTING_LABELS[row.setting], f"{row.shots}-shot",
-            METHOD_LABELS[row.method], _mean_ci(row.default_accuracy_pct, row.default_ci95_pct),
-            _mean_ci(row.accuracy_pct, row.accuracy_ci95_pct),
-            _mean_ci(row.delta_pct, row.ci95_pct, signed=True) + shared,
+            METHOD_LABELS[row.method],
+            mean_ci(row.default_accuracy_pct, row.default_ci95_pct, n_seeds=row.n_seeds),
+            mean_ci(row.accuracy_pct, row.accuracy_ci95_pct, n_seeds=row.n_seeds),
+            mean_ci(row.delta_pct, row.ci95_pct, signed=True, n_seeds=row.n_seeds) + shared,
         ]) + r" \\")
         previous = row.switch
     caption = caption_with_note(
@@ -78,7 +80,7 @@ def ablations_table(summary: pd.DataFrame, note: str | None = None) -> str:
         r"the paper describes the methods (default). Accuracy (\%) on meta-test tasks, mean $\pm$ 95\% "
         r"interval over batch means. $\Delta$ = ablated $-$ default, the mean over the test tasks both "
         r"share $\pm$ its 95\% paired $t$ interval. $^\ast$: the switch does not change this cell, which is "
-        r"the default cell itself ($\Delta$ = 0 by construction).",
+        r"the default cell itself ($\Delta$ = 0 by construction)." + seeds_words(summary),
         note,
     )
     header = ["Switch", "Setting", "Shots", "Method", "Default", "Ablated", r"$\Delta$"]
@@ -89,9 +91,9 @@ def ablations_figure(summary: pd.DataFrame, note: str | None = None) -> Figure:
     """A forest plot, one panel per switch: each cell's paired difference ± 95% CI, zero marked; a cell the
     switch does not change is a hollow grey marker at 0. The panels share the cells (rows) and the axis."""
     switches = list(dict.fromkeys(summary["switch"]))
-    cells = sort_like_paper(summary.drop_duplicates(KEYS)[KEYS])
+    cells = sort_like_paper(summary.drop_duplicates(KEYS)[[*KEYS, "n_seeds"]])
     labels = [_cell_label(row) for row in cells.itertuples(index=False)]
-    rows = {tuple(key): i for i, key in enumerate(cells.itertuples(index=False, name=None))}
+    rows = {tuple(key): i for i, key in enumerate(cells[KEYS].itertuples(index=False, name=None))}
     figure = Figure(figsize=(3.4 * len(switches) + 2.4, 0.32 * len(labels) + 2.0), layout="constrained")
     axes = figure.subplots(1, len(switches), sharex=True, sharey=True, squeeze=False)[0]
     for ax, switch in zip(axes, switches):
@@ -113,8 +115,9 @@ def ablations_figure(summary: pd.DataFrame, note: str | None = None) -> Figure:
     axes[0].set_yticks(range(len(labels)), labels)
     axes[0].set_ylim(len(labels) - 0.5, -0.5)  # the paper's order, top to bottom
     legend = [
-        Line2D([], [], marker="o", color=OURS_COLOR, label="mean paired difference over the shared test "
-                                                            "tasks ± 95% CI"),
+        Line2D([], [], marker="o", color=OURS_COLOR,
+               label="mean paired difference over the shared test tasks ± 95% CI (over seeds × tasks for a "
+                     "cell of several seeds)"),
         Line2D([], [], marker="o", linestyle="", color=SHARED_COLOR, markerfacecolor="white",
                label="switch does not change the cell: the default cell itself (0 by construction)"),
     ]

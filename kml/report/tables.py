@@ -63,7 +63,7 @@ def _seeds_mark(n_seeds: float) -> str:
     return rf"\textsuperscript{{{int(n_seeds)}}}" if not pd.isna(n_seeds) and n_seeds > 1 else ""
 
 
-def _seeds_words(cells: pd.DataFrame) -> str:
+def seeds_words(cells: pd.DataFrame) -> str:
     """The caption's sentence on the seed mark, where some cell has several seeds."""
     if not (cells["n_seeds"] > 1).any():
         return ""
@@ -78,7 +78,7 @@ def _with_ours(summary: pd.DataFrame) -> pd.DataFrame:
     return paper.merge(ours, on=KEYS, how="left")
 
 
-def _mean_ci(mean: float, ci: float, bold: bool = False, signed: bool = False, n_seeds: float = 1) -> str:
+def mean_ci(mean: float, ci: float, bold: bool = False, signed: bool = False, n_seeds: float = 1) -> str:
     if pd.isna(mean):
         return MISSING
     # The interval in smaller type, as is usual in papers; it also narrows the columns. An undefined interval
@@ -135,7 +135,7 @@ def family_table(summary: pd.DataFrame, family: str, note: str | None = None) ->
         if previous not in (None, setting):
             body.append(r"\midrule")
         cells = [
-            _mean_ci(means.at[(setting, shots), m], cis.at[(setting, shots), m], best.at[(setting, shots), m],
+            mean_ci(means.at[(setting, shots), m], cis.at[(setting, shots), m], best.at[(setting, shots), m],
                      n_seeds=seeds.at[(setting, shots), m])
             for m in methods
         ]
@@ -145,7 +145,7 @@ def family_table(summary: pd.DataFrame, family: str, note: str | None = None) ->
     caption = caption_with_note(
         f"{FAMILY_LABELS[family]}, this reproduction: {_ACCURACY}. Bold: the highest mean of the row "
         f"(every method tied at the printed precision is bold). {MISSING}: cell not run."
-        + _seeds_words(grid),
+        + seeds_words(grid),
         note,
     )
     header = ["Setting", "Shots", *(METHOD_LABELS[m] for m in methods)]
@@ -173,9 +173,9 @@ def reproduction_table(summary: pd.DataFrame, note: str | None = None) -> str:
                         SETTING_LABELS[row.setting] if new_setting else "",
                         f"{row.shots}-shot" if new_shots else "",
                         METHOD_LABELS[row.method],
-                        _mean_ci(row.accuracy, row.ci95, n_seeds=row.n_seeds),
-                        _mean_ci(row.paper_accuracy, row.paper_ci95),
-                        _mean_ci(row.delta, row.delta_ci95, signed=True),
+                        mean_ci(row.accuracy, row.ci95, n_seeds=row.n_seeds),
+                        mean_ci(row.paper_accuracy, row.paper_ci95),
+                        mean_ci(row.delta, row.delta_ci95, signed=True),
                     ]
                 )
                 + r" \\"
@@ -185,7 +185,7 @@ def reproduction_table(summary: pd.DataFrame, note: str | None = None) -> str:
             f"{FAMILY_LABELS[family]}, this reproduction beside the paper: {_ACCURACY}. "
             r"$\Delta$ = ours $-$ paper $\pm$ its 95\% interval, taking the two estimates as independent "
             "and both intervals as of the same kind: where it excludes 0, our accuracy differs significantly "
-            f"from the paper's. {MISSING}: cell not run." + _seeds_words(cells),
+            f"from the paper's. {MISSING}: cell not run." + seeds_words(cells),
             note,
         )
         header = ["Setting", "Shots", "Method", "Ours", "Paper", r"$\Delta$"]
@@ -229,7 +229,7 @@ def claims_table(claims: pd.DataFrame, note: str | None = None) -> str:
                 run = not pd.isna(row.delta_pct)
                 cells = [
                     rf"{METHOD_LABELS[row.method]} vs {METHOD_LABELS[row.baseline]}",
-                    _mean_ci(row.delta_pct, row.ci95_pct, signed=True),
+                    mean_ci(row.delta_pct, row.ci95_pct, signed=True),
                     _p_value(row.p_holm),
                     f"${row.paper_delta_pct:+.{DECIMALS}f}$",
                     row.verdict if run else MISSING,

@@ -19,7 +19,7 @@ from kml.method_table import METHOD_LABELS
 from kml.report.claims import paired_accuracies
 from kml.report.paper import KEYS, SETTING_LABELS, paper_results, sort_like_paper
 from kml.report.summary import COMPARED_INTERVAL, read_cells
-from kml.report.tables import _mean_ci, caption_with_note, escape_latex, table_float
+from kml.report.tables import caption_with_note, escape_latex, mean_ci, seeds_words, table_float
 
 INTERVAL = f"{COMPARED_INTERVAL}_pct"  # the interval comparable with the paper's, as summary.csv's ci95
 VARIANT_COLUMNS = [
@@ -65,11 +65,12 @@ def variant_table(summary: pd.DataFrame, variant: str, note: str | None = None) 
     for row in summary.itertuples(index=False):
         if previous not in (None, row.setting):
             body.append(r"\midrule")
-        delta = _mean_ci(row.delta_pct, row.delta_ci95_pct, signed=True)
+        delta = mean_ci(row.delta_pct, row.delta_ci95_pct, signed=True, n_seeds=row.n_seeds)
         body.append(" & ".join([
             SETTING_LABELS[row.setting] if row.setting != previous else "", f"{row.shots}-shot",
-            METHOD_LABELS[row.method], _mean_ci(row.paper_accuracy, row.paper_ci95),
-            _mean_ci(row.accuracy, row.ci95), _mean_ci(row.variant_accuracy, row.variant_ci95),
+            METHOD_LABELS[row.method], mean_ci(row.paper_accuracy, row.paper_ci95),
+            mean_ci(row.accuracy, row.ci95, n_seeds=row.n_seeds),
+            mean_ci(row.variant_accuracy, row.variant_ci95, n_seeds=row.n_seeds),
             delta + (r"$^\ast$" if row.same_configuration else ""),
         ]) + r" \\")
         previous = row.setting
@@ -78,7 +79,8 @@ def variant_table(summary: pd.DataFrame, variant: str, note: str | None = None) 
         f"code's configuration gives them (variant {escape_latex(variant)}): accuracy (\\%) on meta-test "
         r"tasks, mean $\pm$ 95\% interval over batch means. $\Delta$ = variant $-$ default, the mean "
         r"over the test tasks both share $\pm$ its 95\% paired $t$ interval. $^\ast$: the variant's "
-        r"switches do not change this cell, which is the default cell itself ($\Delta$ = 0 by construction).",
+        r"switches do not change this cell, which is the default cell itself ($\Delta$ = 0 by construction)."
+        + seeds_words(summary),
         note,
     )
     header = ["Setting", "Shots", "Method", "Paper", "Default", "Variant", r"$\Delta$"]
