@@ -333,3 +333,15 @@ def test_claims_of_several_seeds_compare_seed_by_seed():
     assert positive["n_seeds"] == 2 and positive["n_targets"] == 4
     assert positive["delta_pct"] == round(expected.mean, 2)
     assert positive["ci95_pct"] == pytest.approx(expected.ci95, abs=0.01)
+
+
+def test_histograms_count_sources_per_target_and_seed():
+    from matplotlib.figure import Figure
+
+    from kml.report.transference_figures import _histogram
+
+    first = {0: [0.90, 0.995, 1.00, 1.20], 1: [0.50, 0.80, 0.98, 1.02]}
+    rows = pd.concat([snapshot_rows(first), snapshot_rows(first, seed=3)], ignore_index=True)
+    ax = Figure().subplots()
+    _histogram(ax, rows[~rows["self"]], (0.4, 1.3), "C0", "", filled=True)
+    assert sum(patch.get_height() for patch in ax.patches) == pytest.approx(4)  # 4 sources per target

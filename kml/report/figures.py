@@ -44,7 +44,8 @@ def reproduction_figure(summary: pd.DataFrame, note: str | None = None) -> Figur
     Ours carries `summary`'s `ci95`, the interval comparable with the paper's ±. All panels share one
     accuracy axis, so that they compare at a glance; chance is marked."""
     paper = paper_results()
-    grid = paper.merge(summary[[*KEYS, "accuracy", "ci95"]], on=KEYS, how="left", suffixes=("_paper", ""))
+    grid = paper.merge(summary[[*KEYS, "accuracy", "ci95", "n_seeds"]], on=KEYS, how="left",
+                       suffixes=("_paper", ""))
     shots = sorted(paper["shots"].unique())
     figure = Figure(figsize=(3.3 * len(SETTINGS) + 1.2, 2.8 * len(shots) + 1.3), layout="constrained")
     axes = figure.subplots(len(shots), len(SETTINGS), sharex=True, sharey=True, squeeze=False)
@@ -73,6 +74,11 @@ def reproduction_figure(summary: pd.DataFrame, note: str | None = None) -> Figur
                 cell["accuracy"], rows - OFFSET, xerr=cell["ci95"], fmt="o", color=OURS_COLOR, capsize=2
             )
             _mark_not_run(ax, rows[cell["accuracy"].isna().to_numpy()] - OFFSET)
+            for row, (_, ours) in zip(rows, cell.iterrows()):
+                if ours["n_seeds"] > 1:  # a mean over seeds, its interval seed-inclusive
+                    ax.annotate(f"{int(ours['n_seeds'])} seeds", (ours["accuracy"], row - OFFSET),
+                                xytext=(0, -6), textcoords="offset points", ha="center", va="top",
+                                fontsize="x-small", color=OURS_COLOR)
             _family_rules(ax, families)
             ax.set_title(f"{SETTING_LABELS[setting]}, {k}-shot")
             ax.grid(axis="x", alpha=0.3)
@@ -85,7 +91,7 @@ def reproduction_figure(summary: pd.DataFrame, note: str | None = None) -> Figur
         Line2D(
             [], [], marker="o", color=OURS_COLOR,
             label=f"ours: mean ± 95% CI over the means of {MMAML_EVAL_META_BATCH}-task batches "
-                  "(comparable with the paper's ±)",
+                  "(comparable with the paper's ±; 'n seeds': over seeds × batches)",
         ),
         Line2D(
             [], [], marker="o", color=PAPER_COLOR, markerfacecolor="white", label="paper: mean ± as reported"

@@ -76,8 +76,10 @@ def _edges(ratios: pd.Series, band: float) -> tuple[float, float]:
 
 def _histogram(ax: Axes, cross: pd.DataFrame, edges: tuple[float, float], color: str, label: str,
                filled: bool) -> None:
-    """Sources per target (weights 1/n_targets), ratios beyond the axis clipped into the outermost bars."""
-    data = pd.DataFrame({"ratio": cross["ratio"].clip(*edges), "weight": 1 / cross["target_task"].nunique()})
+    """Sources per target (weights 1/n_targets; with several training seeds, per target and seed), ratios
+    beyond the axis clipped into the outermost bars."""
+    analysed = len(cross[["seed", "target_task"]].drop_duplicates())
+    data = pd.DataFrame({"ratio": cross["ratio"].clip(*edges), "weight": 1 / analysed})
     style = ({"element": "bars", "alpha": 0.7, "linewidth": 0.3} if filled
              else {"element": "step", "fill": False, "linewidth": 1.4})
     sns.histplot(data=data, x="ratio", weights="weight", bins=HISTOGRAM_BINS, binrange=edges, ax=ax,
