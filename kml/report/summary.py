@@ -50,7 +50,8 @@ def read_cells(paths: list[Path]) -> pd.DataFrame:
 
 def _read_cell(path: Path) -> pd.DataFrame:
     cell = read_checked_csv(path, COLUMNS, "cell CSV",
-                            fix="a cell CSV of an older kml lacks columns: evaluate the cell again")
+                            fix="a cell CSV of an older kml lacks columns: evaluate the cell again "
+                                "(snakemake --forcerun evaluate)")
     unknown_kinds = set(cell["kind"]) - set(KINDS)
     if unknown_kinds:
         raise KmlError(
