@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -170,6 +171,14 @@ SEED_INCLUSIVE_DEFINITION = (
     "variance components from the two-way ANOVA mean squares truncated at 0 (seed-inclusive)")
 
 
+class _Term(NamedTuple):
+    """A mean square of the two-way ANOVA, its degrees of freedom and its coefficient in S·T·SE²."""
+
+    mean_square: float
+    df: int
+    coefficient: float
+
+
 def seeds_by_tasks(values: np.ndarray, strata: Sequence[object] | None = None) -> SeedsByTasks:
     """The seed-inclusive interval of the mean of `values[s, t]` (S seeds × T tasks, every seed evaluated on
     the same tasks), as a crossed random-effects design.
@@ -195,25 +204,24 @@ def seeds_by_tasks(values: np.ndarray, strata: Sequence[object] | None = None) -
         stratum_means[labels == label] = task_means[labels == label].mean()
     task_df = n_tasks - len(set(labels.tolist()))
     cells = n_seeds * n_tasks
-    # (mean square, degrees of freedom, coefficient in S·T·SE²) of the seeds, tasks and residual
-    task = (n_seeds * ((task_means - stratum_means) ** 2).sum() / task_df if task_df else 0.0, task_df, 1.0)
-    seed, residual = (0.0, 0, 0.0), (0.0, 0, 0.0)
+    task_ms = n_seeds * ((task_means - stratum_means) ** 2).sum() / task_df if task_df else 0.0
+    task, seed, residual = _Term(task_ms, task_df, 1.0), _Term(0.0, 0, 0.0), _Term(0.0, 0, 0.0)
     if n_seeds > 1:
         residual_df = (n_seeds - 1) * (n_tasks - 1)
         residuals = y - seed_means[:, None] - task_means[None, :] + mean
         residual_ms = (residuals ** 2).sum() / max(residual_df, 1)
         seed_ms = n_tasks * ((seed_means - mean) ** 2).sum() / (n_seeds - 1)
         # A component whose estimate would be negative is zero: its mean square then enters no more.
-        seed = (seed_ms, n_seeds - 1, 1.0 if seed_ms >= residual_ms else 0.0)
-        task = (*task[:2], 1.0 if task[1] and task[0] >= residual_ms else 0.0)
-        residual = (residual_ms, residual_df, 1.0 - seed[2] - task[2])
+        seed = _Term(seed_ms, n_seeds - 1, float(seed_ms >= residual_ms))
+        task = task._replace(coefficient=float(task_df > 0 and task_ms >= residual_ms))
+        residual = _Term(residual_ms, residual_df, 1.0 - seed.coefficient - task.coefficient)
     # Each component's own share of SE²: the residual's mean square is part of the seeds' and the tasks'.
-    seed_part = seed[2] * (seed[0] - residual[0]) / cells
-    task_part = task[2] * (task[0] - residual[0]) / cells
-    residual_part = residual[0] / cells
+    seed_part = seed.coefficient * (seed.mean_square - residual.mean_square) / cells
+    task_part = task.coefficient * (task.mean_square - residual.mean_square) / cells
+    residual_part = residual.mean_square / cells
     variance = seed_part + task_part + residual_part
-    terms = [(coefficient * ms / cells, df) for ms, df, coefficient in (seed, task, residual)
-             if df and coefficient]
+    terms = [(term.coefficient * term.mean_square / cells, term.df) for term in (seed, task, residual)
+             if term.df and term.coefficient]
     if not (task_df or n_seeds > 1):
         return SeedsByTasks(mean, float("nan"), float("nan"), float("nan"), n_seeds, n_tasks, 0.0, 0.0, 0.0)
     if variance <= 0:
