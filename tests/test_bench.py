@@ -51,3 +51,25 @@ def test_the_default_run_leaves_out_the_opt_in_benchmarks(tmp_path, monkeypatch)
         monkeypatch.setitem(bench.BENCHMARKS, name, lambda settings, name=name: ran.append(name) or [])
     bench.run_benchmarks(tmp_path / "results.csv", quick=True)
     assert ran == [name for name in bench.BENCHMARKS if name not in bench.OPT_IN] == ["sampler", "training"]
+
+
+def test_the_estimate_counts_every_seed_and_the_first_seeds_sweeps_only():
+    """One second per iteration and per test task for every configuration: the estimate's parts are then
+    counts, which two seeds double except the step-size sweeps."""
+    from types import SimpleNamespace
+
+    from test_plan import workflow_config
+
+    from kml.bench.estimate import preset_estimate
+    from kml.plan import Plan
+
+    class EverySecond(dict):
+        def __missing__(self, key):
+            return SimpleNamespace(timing=SimpleNamespace(seconds=[1.0]), eval_seconds_per_task=1.0)
+
+    one = preset_estimate(Plan(workflow_config()), EverySecond())
+    two = preset_estimate(Plan(workflow_config({"train": {"seeds": [0, 1]}})), EverySecond())
+    assert one["evaluation"][0] == 1000 * (2 + 2 + 3 + 5) * 8 * 2  # tasks_per_mode x modes x methods x shots
+    assert two["training"][0] == 2 * one["training"][0] and two["evaluation"][0] == 2 * one["evaluation"][0]
+    assert one["transference"][0] < two["transference"][0] < 2 * one["transference"][0]
+    assert "24 runs" in two["transference"][1] and "12 step-size sweeps" in two["transference"][1]

@@ -33,9 +33,10 @@ def preset_estimate(plan: Plan, costs: dict[CostKey, TrainingResult]) -> dict[st
     evaluation, eval_tasks = 0.0, 0
     for cell in plan.cells.values():
         per_mode = run_config_from_dict(cell.run_config).eval.tasks_per_mode
-        for member in cell.trainings:  # one joint model on every mode, or one member per mode
+        # per seed, one joint model on every mode, or one member per mode
+        for member in cell.trainings:
             config = run_config_from_dict(member.run_config)
-            tasks = per_mode * len(config.modes) if len(cell.trainings) == 1 else per_mode
+            tasks = per_mode * len(config.modes)
             evaluation += tasks * task(config)
             eval_tasks += tasks
 
@@ -52,10 +53,11 @@ def preset_estimate(plan: Plan, costs: dict[CostKey, TrainingResult]) -> dict[st
         sweep = run_config_from_dict(run.sweep_run_config).transference.sweep
         per_snapshot = lookaheads(config, analysis.sources, analysis.targets, 1)
         transference += len(run.training.snapshots) * per_snapshot
-        transference += lookaheads(config, sweep.sources, sweep.targets, len(sweep.step_sizes))
+        if run.sweeps:
+            transference += lookaheads(config, sweep.sources, sweep.targets, len(sweep.step_sizes))
         snapshots += len(run.training.snapshots)
-    runs = (f"{len(plan.transference)} runs, {snapshots} snapshots and a step-size sweep each; one-task "
-            "updates costed as 1/meta-batch")
+    runs = (f"{len(plan.transference)} runs, {snapshots} snapshots, {len(plan.sweeping_runs)} step-size "
+            "sweeps; one-task updates costed as 1/meta-batch")
     return {
         "training": (training, f"{len(trainings)} trainings, {iterations:,} iterations in all"),
         "evaluation": (evaluation, f"{len(plan.cells)} cells, {eval_tasks:,} test tasks"),
