@@ -241,7 +241,9 @@ def claims_table(claims: pd.DataFrame, note: str | None = None) -> str:
             r"$\pm$ its 95\% paired $t$ interval; $p_\mathrm{Holm}$: paired $t$-test, Holm-adjusted over all "
             "comparisons shown; paper: the paper's $\\Delta$ from its tables; verdict: significant "
             "($p_\\mathrm{Holm} < 0.05$) in the direction of the paper's $\\Delta$ (reproduced) or against "
-            f"it (contradicted), else not significant. {MISSING}: a cell not run.",
+            f"it (contradicted), else not significant. {MISSING}: a cell not run."
+            + (" Some comparisons rest on several training seeds (n\\_seeds in claims.csv): their interval "
+               "and test are seed-inclusive." if (grid["n_seeds"] > 1).any() else ""),
             note,
         )
         header = ["Comparison", r"$\Delta$", r"$p_\mathrm{Holm}$", "Paper", "Verdict"]

@@ -31,7 +31,7 @@ stand beside every row of those methods and `paper_note` says so.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -172,12 +172,13 @@ def seed_target_fractions(cross: pd.DataFrame, band: float, what: str) -> dict[i
     return fractions
 
 
-def fractions_interval(per_seed: Mapping[int, pd.DataFrame], outcome: str) -> float:
-    """95 % half-width of an outcome's mean fraction: over targets for one seed (pooled_ci95), over seeds ×
-    targets for several (seeds_by_tasks: the seed-to-seed variation included)."""
+def target_interval(per_seed: Sequence[pd.Series]) -> float:
+    """95 % half-width of the mean of a per-target value (one Series per training seed, indexed by target):
+    over targets for one seed (pooled_ci95), over seeds × targets for several (seeds_by_tasks: the
+    seed-to-seed variation included)."""
     if len(per_seed) == 1:
-        return pooled_ci95(next(iter(per_seed.values()))[outcome])
-    return seeds_by_tasks(np.stack([frame[outcome].to_numpy() for frame in per_seed.values()])).ci95
+        return pooled_ci95(per_seed[0])
+    return seeds_by_tasks(np.stack([values.to_numpy() for values in per_seed])).ci95
 
 
 def summarize_transference(rows: pd.DataFrame) -> pd.DataFrame:
@@ -197,7 +198,8 @@ def summarize_transference(rows: pd.DataFrame) -> pd.DataFrame:
         record.update({f"{o}_pct": value for o, value in whole_percentages(per_target.mean()).items()})
         record.update({f"single_target_{o}_pct": value
                        for o, value in whole_percentages(per_target.loc[SINGLE_TARGET]).items()})
-        record.update({f"{o}_ci95_pct": round(fractions_interval(per_seed, o), 1) for o in OUTCOMES})
+        record.update({f"{o}_ci95_pct": round(target_interval([frame[o] for frame in per_seed.values()]), 1)
+                       for o in OUTCOMES})
         if record["lookahead"] == "adam":
             momentum = target_fractions(cross, band, "ratio_to_momentum_only").mean()
             record.update({f"{o}_vs_momentum_only_pct": value
@@ -206,7 +208,8 @@ def summarize_transference(rows: pd.DataFrame) -> pd.DataFrame:
                       n_seeds=len(per_seed),
                       single_target=SINGLE_TARGET, median_ratio=cross["ratio"].median(),
                       median_abs_change=(cross["ratio"] - 1).abs().median(), self_ratio=own["ratio"].mean(),
-                      self_ratio_ci95=pooled_ci95(own["ratio"]))
+                      self_ratio_ci95=target_interval([seed["ratio"].set_axis(seed["target_task"])
+                                                       for _, seed in own.groupby("seed", sort=True)]))
         records.append(record)
     summary = pd.DataFrame(records).reindex(
         columns=[c for c in SUMMARY_COLUMNS if not c.startswith("paper_")])
@@ -272,6 +275,14 @@ def _fractions_cell(row: pd.Series, prefix: str) -> str:
     return "/".join(f"{row[f'{prefix}{o}_pct']:.0f}" for o in OUTCOMES)
 
 
+def _seeds_clause(summary: pd.DataFrame) -> str:
+    """The captions' sentence on models trained with several seeds, where some are."""
+    if not (summary["n_seeds"] > 1).any():
+        return ""
+    return (r"Models trained with several seeds (n\_seeds in summary.csv): means over seeds and targets, "
+            r"the CI over seeds $\times$ targets (seed-inclusive). ")
+
+
 def transference_table(summary: pd.DataFrame, note: str | None = None) -> str:
     """The fractions per method, shots and snapshot, with the paper's beside them (booktabs)."""
     body, previous = [], None
@@ -289,7 +300,7 @@ def transference_table(summary: pd.DataFrame, note: str | None = None) -> str:
         r"Transference: share of source tasks (\%) whose one-task lookahead update lowers (Pos., positive), "
         rf"leaves within $\pm${band:g} (Neu., neutral) or raises (Neg., negative) a target task's query "
         r"loss, i.e. loss ratio LR $<$ 1, $|$LR$-$1$|<$" + f"{band:g}" + r", LR $>$ 1; mean $\pm$ 95\% CI "
-        r"over target tasks, whole numbers adding up to 100 (largest remainders). "
+        r"over target tasks, whole numbers adding up to 100 (largest remainders). " + _seeds_clause(summary)
         + latex_words(analysis_in_words(summary))
         + r". $K$: shots. Iter.: training iterations of the snapshot. "
         rf"Target {SINGLE_TARGET}: positive / neutral / negative on target task {SINGLE_TARGET} alone, "

@@ -140,6 +140,14 @@ def _table_rows(claims: pd.DataFrame, columns: int) -> list[str]:
     return body
 
 
+def _seeds_words(claims: pd.DataFrame) -> str:
+    """The caption's sentence on models trained with several seeds, where some were compared."""
+    if not len(claims) or not (claims["n_seeds"] > 1).any():
+        return ""
+    return (r"Where both models were trained with several seeds (n\_seeds in claims.csv), one difference per "
+            r"seed and target, with the seed-inclusive interval and test. ")
+
+
 def claims_table(claims: pd.DataFrame, summary: pd.DataFrame, note: str | None = None) -> str:
     """The claims as a booktabs table; see _table_rows."""
     columns = "rrrrlrrl"
@@ -152,7 +160,8 @@ def claims_table(claims: pd.DataFrame, summary: pd.DataFrame, note: str | None =
         r"$\pm$ 95\% t interval); p: paired t-test, Holm-adjusted over every row. Headings: the difference "
         r"in the paper's teaser figure (one target, shots and training stage not stated). Verdict: repr.\ "
         r"(significant, the paper's direction), contra.\ (significant, the opposite direction), n.s.\ (not "
-        r"significant), -- (no paper number). " + latex_words(analysis_in_words(summary)) + ".",
+        r"significant), -- (no paper number). " + _seeds_words(claims)
+        + latex_words(analysis_in_words(summary)) + ".",
         note,
     )
     header = ["$K$", "Iter.", r"$\Delta$ positive", "p", "Verdict", r"$\Delta$ negative", "p", "Verdict"]

@@ -336,7 +336,8 @@ def per_target_figure(rows: pd.DataFrame, summary: pd.DataFrame, note: str | Non
 
 def _positive_across_training(ax: Axes, summary: pd.DataFrame, pair: tuple[str, str],
                               shots: list[int]) -> None:
-    """The pair's positive fraction (± 95% CI over targets, clipped to [0, 100]) across snapshots."""
+    """The pair's positive fraction (± 95% CI over targets, or over seeds × targets for a model of several
+    training seeds; clipped to [0, 100]) across snapshots."""
     iterations = sorted(summary.loc[summary["method"].isin(pair), "iteration"].unique())
     span = (max(iterations) - min(iterations)) or max(iterations)
     for (m, (method, color)), (s, (k, linestyle, marker)) in itertools.product(
@@ -355,7 +356,9 @@ def _positive_across_training(ax: Axes, summary: pd.DataFrame, pair: tuple[str, 
     ax.set_xticks(iterations, [str(n) for n in iterations])
     ax.set_title("share of sources with positive transfer across training", fontsize="small")
     ax.set_xlabel("training iteration of the snapshot", fontsize="small")
-    ax.set_ylabel("positive transfer (% of sources,\nmean ± 95% CI over targets)", fontsize="small")
+    seeded = (summary.loc[summary["method"].isin(pair), "n_seeds"] > 1).any()
+    over = "seeds × targets" if seeded else "targets"
+    ax.set_ylabel(f"positive transfer (% of sources,\nmean ± 95% CI over {over})", fontsize="small")
     ax.set_ylim(*PCT_LIMITS)
     ax.legend(fontsize="x-small", handlelength=3.5)
 
