@@ -76,14 +76,19 @@ def paired_accuracies(method: pd.DataFrame, baseline: pd.DataFrame) -> tuple[np.
     """The two cells' task accuracies (task rows), seeds × tasks: the training seeds both cells have, tasks
     aligned by id, after checking that the tasks are the same. Two cells with different seeds are compared
     on the seeds they share (the first seed is every cell's)."""
-    shared_seeds = sorted(set(method["seed"]) & set(baseline["seed"]))
-    if not shared_seeds:
-        raise KmlError(f"{method['file'].iloc[0]} and {baseline['file'].iloc[0]}: no training seed in common "
-                       f"({sorted(set(method['seed']))} and {sorted(set(baseline['seed']))}); evaluate both "
-                       "cells with the same first seed of train.seeds")
+    what = f"{method['file'].iloc[0]} and {baseline['file'].iloc[0]}"
     pairs = [_paired_seed(method[method["seed"] == seed], baseline[baseline["seed"] == seed])
-             for seed in shared_seeds]
+             for seed in shared_seeds(method, baseline, what)]
     return np.stack([first for first, _ in pairs]), np.stack([second for _, second in pairs])
+
+
+def shared_seeds(first: pd.DataFrame, second: pd.DataFrame, what: str) -> list[int]:
+    """The training seeds (`seed` column) of both frames, in order; a KmlError naming `what` if none."""
+    seeds = sorted(set(first["seed"]) & set(second["seed"]))
+    if not seeds:
+        raise KmlError(f"{what}: no training seed in common ({sorted(set(first['seed']))} and "
+                       f"{sorted(set(second['seed']))}); train both with the same first seed of train.seeds")
+    return seeds
 
 
 def _paired_seed(method: pd.DataFrame, baseline: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

@@ -27,6 +27,7 @@ import pandas as pd
 from kml import KmlError
 from kml.layout import report_path
 from kml.method_table import METHOD_LABELS
+from kml.report.claims import shared_seeds
 from kml.report.paper import transference_reference
 from kml.report.tables import caption_with_note, table_float
 from kml.report.transference import analysis_in_words, latex_words, target_counts
@@ -74,11 +75,9 @@ def transference_claims(rows: pd.DataFrame) -> pd.DataFrame:
             _same_tasks(mine, theirs, what)
             band = mine["neutral_band"].iloc[0]
             # Per training seed both have: each target's outcome counts.
-            seeds = sorted(set(mine["seed"]) & set(theirs["seed"]))
-            if not seeds:
-                raise KmlError(f"{what}: no training seed in common; analyse the first seed of both")
             counts = [(target_counts(mine[mine["seed"] == seed], band),
-                       target_counts(theirs[theirs["seed"] == seed], band)) for seed in seeds]
+                       target_counts(theirs[theirs["seed"] == seed], band))
+                      for seed in shared_seeds(mine, theirs, what)]
             for outcome in CLAIM_OUTCOMES:
                 # Each target's difference in whole sources, then in %: equal differences are equal numbers
                 # (as differences of two percentages, rounding would make them differ in the last bit).
