@@ -118,18 +118,19 @@ def _frame(rows: list[dict[str, object]]) -> pd.DataFrame:
 
 def _over_seeds(kind: str, values: np.ndarray, modes: np.ndarray) -> dict[str, object]:
     """A row over all seeds from their accuracies (seeds × tasks, task-id order): seed-inclusive intervals."""
-    overall = kind == "overall"
-    batches = np.stack([stats.batch_means(row, MMAML_EVAL_META_BATCH) for row in values])
-    return {
-        "kind": OVER_SEEDS[kind], "n_tasks": values.shape[1], "accuracy_pct": values.mean(),
-        "ci95_pct": stats.seeds_by_tasks(values).ci95, "ci95_definition": stats.SEED_INCLUSIVE_DEFINITION,
-        "ci95_stratified_pct": stats.seeds_by_tasks(values, modes).ci95,
-        "ci95_stratified_definition": f"{stats.SEED_INCLUSIVE_DEFINITION}; tasks stratified by mode",
-        "ci95_batch_means_pct": stats.seeds_by_tasks(batches).ci95 if overall else np.nan,
-        "ci95_batch_means_definition": (
-            f"{stats.SEED_INCLUSIVE_DEFINITION}; over the means of batches of {MMAML_EVAL_META_BATCH} "
-            "consecutive tasks instead of tasks" if overall else MODE_BATCH_MEANS_DEFINITION),
-    }
+    pooled = stats.seeds_by_tasks(values).ci95
+    row = {"kind": OVER_SEEDS[kind], "n_tasks": values.shape[1], "accuracy_pct": values.mean(),
+           "ci95_pct": pooled, "ci95_definition": stats.SEED_INCLUSIVE_DEFINITION}
+    if kind == "mode":  # one mode is one stratum, and has no batch means (as for one seed)
+        return {**row, "ci95_stratified_pct": pooled,
+                "ci95_stratified_definition": f"{stats.SEED_INCLUSIVE_DEFINITION}; one mode is one stratum",
+                "ci95_batch_means_pct": np.nan, "ci95_batch_means_definition": MODE_BATCH_MEANS_DEFINITION}
+    batches = np.stack([stats.batch_means(seed, MMAML_EVAL_META_BATCH) for seed in values])
+    return {**row, "ci95_stratified_pct": stats.seeds_by_tasks(values, modes).ci95,
+            "ci95_stratified_definition": f"{stats.SEED_INCLUSIVE_DEFINITION}; tasks stratified by mode",
+            "ci95_batch_means_pct": stats.seeds_by_tasks(batches).ci95,
+            "ci95_batch_means_definition": (f"{stats.SEED_INCLUSIVE_DEFINITION}; over the means of batches "
+                                            f"of {MMAML_EVAL_META_BATCH} consecutive tasks instead of tasks")}
 
 
 def _summary(kind: str, tasks: pd.DataFrame) -> dict[str, object]:
