@@ -39,23 +39,25 @@ class EvaluationError(KmlError, ValueError):
 def evaluate(config: RunConfig, models: Sequence[str | Path], out: str | Path) -> pd.DataFrame:
     """Evaluate the trained model(s) of one cell, seed by seed, on its fixed test tasks; write and return
     the cell CSV."""
-    by_seed = load_cell_models(config, models)
-    frames = []
-    total = config.eval.tasks_per_mode * len(config.modes) * len(by_seed)
+    device = resolve_device(config.train.device)
+    # Each seed's model as it was trained to execute, on this run's device; every seed on each batch of
+    # tasks, which are sampled and moved to the device once.
+    runs = {seed: (model.to(device).eval(), Execution.of(trained, device=device))
+            for seed, (model, trained) in load_cell_models(config, models).items()}
+    staging = next(iter(runs.values()))[1]  # moving a batch depends on the device only
+    task_ids, modes = [], []
+    accuracies: dict[int, list[float]] = {seed: [] for seed in runs}
+    total = config.eval.tasks_per_mode * len(config.modes) * len(runs)
     with torch.no_grad(), progress_bar(total=total, desc=f"evaluate {config.method}", unit="task") as bar:
-        for seed, (model, trained) in by_seed.items():
-            # As the model was trained to execute, on this run's device.
-            execution = Execution.of(trained, device=resolve_device(config.train.device))
-            model.to(execution.device).eval()
-            task_ids, modes, accuracies = [], [], []
-            for batch in prefetch(evaluation_tasks(config), pin_memory=execution.pin_memory):
-                result = execution.run(model, execution.to_device(batch))
-                task_ids += batch.task_ids
-                modes += batch.modes
-                accuracies += result.task_accuracies.tolist()
-                bar.update(batch.num_tasks)
-                bar.set_postfix(seed=seed, acc=f"{100 * np.mean(accuracies):.2f}%", refresh=False)
-            frames.append(cell_frame(config, task_ids, modes, accuracies, seed))
+        for batch in prefetch(evaluation_tasks(config), pin_memory=staging.pin_memory):
+            on_device = staging.to_device(batch)
+            for seed, (model, execution) in runs.items():
+                accuracies[seed] += execution.run(model, on_device).task_accuracies.tolist()
+            task_ids += batch.task_ids
+            modes += batch.modes
+            bar.update(batch.num_tasks * len(runs))
+            bar.set_postfix(acc=f"{100 * np.mean(list(accuracies.values())):.2f}%", refresh=False)
+    frames = [cell_frame(config, task_ids, modes, accuracies[seed], seed) for seed in runs]
     frame = seeds_cell_frame(config, frames)
     files.atomic_write_text(out, frame.to_csv(index=False))
     return frame
