@@ -64,9 +64,17 @@ def checkpoint_iteration(file_name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+NEGATIVE = "-negative"
+
+
 def processed_file(dataset: str, image_size: int | str, negative: bool = False) -> str:
     """`negative`: FC100 prepared as colour negatives for a variant (`kml prepare --fc100-negative`)."""
-    return f"{PROCESSED_DIR}/{dataset}-{image_size}{'-negative' if negative else ''}.h5"
+    return f"{PROCESSED_DIR}/{dataset}-{image_size}{NEGATIVE if negative else ''}.h5"
+
+
+def is_negative_file(path: str) -> bool:
+    """Whether a processed_file is a colour-negative one."""
+    return Path(path).stem.endswith(NEGATIVE)
 
 
 def variant_dir(variant: str) -> str:

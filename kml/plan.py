@@ -99,8 +99,11 @@ class Training(_Job):
     shots: int
     run_config: dict[str, Any]
     snapshots: tuple[int, ...] = ()
-    root: str = layout.RESULTS_DIR  # or a variant's folder
-    seed: int = 0  # train.seed
+    root: str = layout.RESULTS_DIR  # or a variant's or an ablation's folder
+
+    @property
+    def seed(self) -> int:
+        return self.run_config["train"]["seed"]
 
     @property
     def directory(self) -> str:
@@ -125,7 +128,7 @@ class Cell(_Job):
     run_config: dict[str, Any]
     # the joint model, or one member per mode of the setting; for each seed (seed by seed)
     trainings: tuple[Training, ...]
-    root: str = layout.RESULTS_DIR  # or a variant's folder
+    root: str = layout.RESULTS_DIR  # or a variant's or an ablation's folder
 
     @property
     def name(self) -> str:
@@ -229,10 +232,7 @@ class Plan:
         self.transference: dict[str, TransferenceRun] = {}
         for method in self.transference_methods if self.transference_checkpoints else ():
             for shots in self.shots:
-                cell = self.cells[f"{self.transference_setting}/{method}/{shots}shot"]
-                for training in cell.trainings:
-                    run = self._transference_run(training)
-                    self.transference[run.name] = run
+                self.transference.update((run.name, run) for run in self._transference_runs(method, shots))
         self.variant_cells: tuple[str, ...] = self._selected_cells(config["variant_cells"], "variant_cells")
         self.variants: dict[str, Variant] = {
             name: self._compose(Variant(name, variant_switches(name)), self.variant_cells)
@@ -339,8 +339,7 @@ class Plan:
                   seed: int, member_mode: str | None = None, variant: Variant | None = None) -> Training:
         """The training of one seed, by default or in a variant: the default's own where the variant's
         switches leave its configuration as it is. `name` is the first seed's."""
-        if seed != self.seeds[0]:
-            name = layout.seeded(name, seed)
+        name = self._seeded_name(name, seed)
         if variant is None and name in self.trainings:
             return self.trainings[name]
         if variant is not None and name in variant.trainings:
@@ -358,22 +357,26 @@ class Plan:
             if max(snapshots) > iterations:
                 raise PlanError(f"transference_runs.checkpoints: {list(snapshots)} must not exceed the "
                                 f"{iterations} training iterations of {name}; lower them or train longer")
-        with_snapshots = deep_merge(sections, {"train": {"extra_checkpoints": list(snapshots)}})
-        config = self._run_config("train", method, modes, setting, shots, with_snapshots, f"training {name}",
-                                  negative_fc100)
         if variant is None:
-            training = Training(name, method, modes, shots, config, snapshots, seed=seed)
+            with_snapshots = deep_merge(sections, {"train": {"extra_checkpoints": list(snapshots)}})
+            config = self._run_config("train", method, modes, setting, shots, with_snapshots,
+                                      f"training {name}", negative_fc100)
+            training = Training(name, method, modes, shots, config, snapshots)
             self.trainings[name] = training
             return training
-        default = self.trainings[name]
-        if config == default.run_config:
-            return default
         # The variant's own training publishes no snapshots: the transference analysis reads the default's.
         config = self._run_config("train", method, modes, setting, shots, sections,
                                   f"training {name} of {variant.kind} {variant.name}", negative_fc100)
-        training = Training(name, method, modes, shots, config, (), variant.root, seed)
+        default = self.trainings[name]
+        if config == _without_snapshots(default.run_config):
+            return default
+        training = Training(name, method, modes, shots, config, (), variant.root)
         variant.trainings[name] = training
         return training
+
+    def _seeded_name(self, name: str, seed: int) -> str:
+        """A training's or analysis's name for `seed`: the first seed's is the plain one."""
+        return name if seed == self.seeds[0] else layout.seeded(name, seed)
 
     def _cell(self, setting: str, modes: tuple[str, ...], method: str, shots: int,
               variant: Variant | None = None) -> Cell:
@@ -398,17 +401,16 @@ class Plan:
             return default
         return Cell(setting, method, shots, config, tuple(trainings), variant.root)
 
-    def _transference_run(self, training: Training) -> TransferenceRun:
-        """The analysis of one seed's model (a joint training of the transference setting)."""
-        method, shots, setting = training.method, training.shots, self.transference_setting
-        name = f"{method}/{shots}shot"
-        first = training.seed == self.seeds[0]
-        if not first:
-            name = layout.seeded(name, training.seed)
+    def _transference_runs(self, method: str, shots: int) -> list[TransferenceRun]:
+        """The analyses of one method and shots: one per seed's model (a joint training of the transference
+        setting), all reading the same run configurations; the sweep on the first seed's."""
+        setting = self.transference_setting
         configs = [self._run_config(purpose, method, self.settings[setting], setting, shots,
-                                    self._sections(method), f"transference {name}")
+                                    self._sections(method), f"transference {method}/{shots}shot")
                    for purpose in ("transference", "sweep")]
-        return TransferenceRun(name, method, shots, configs[0], training, configs[1], sweeps=first)
+        return [TransferenceRun(self._seeded_name(f"{method}/{shots}shot", training.seed), method, shots,
+                                configs[0], training, configs[1], sweeps=training.seed == self.seeds[0])
+                for training in self.cells[f"{setting}/{method}/{shots}shot"].trainings]
 
     # ---- lookups by wildcard -------------------------------------------------------------------------------
     def training(self, name: str) -> Training:
@@ -462,7 +464,7 @@ class Plan:
     @property
     def negative_fc100_files(self) -> list[str]:
         """The colour-negative FC100 files of variants (rule prepare_fc100_negative)."""
-        return [f for f in self.processed_files if f.endswith("-negative.h5")]
+        return [f for f in self.processed_files if layout.is_negative_file(f)]
 
     def _all_trainings(self) -> list[Training]:
         composed = [*self.variants.values(), *self.ablations.values()]
@@ -575,6 +577,12 @@ class Plan:
             "transference_sweep": len(self.sweeping_runs),
             **variants,
         }
+
+
+def _without_snapshots(run_config: Mapping[str, Any]) -> dict[str, Any]:
+    """A training's run configuration without `train.extra_checkpoints` (which only the default's have)."""
+    train = {key: value for key, value in run_config["train"].items() if key != "extra_checkpoints"}
+    return {**run_config, "train": train}
 
 
 def _picks(chosen: Mapping[str, tuple], setting: str, method: str, shots: int) -> bool:

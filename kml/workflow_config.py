@@ -41,8 +41,8 @@ DECIDED_BY_THE_WORKFLOW = {
     ("train", "extra_checkpoints"): "set by the workflow from `transference_runs.checkpoints`",
     ("train", "seed"): "set by the workflow from `train.seeds`",
 }
-# Decided per job, but kept in the validated section at its place (holding the first seed), so that a job's
-# params, compared as text, read as they did before `train.seeds` existed.
+# Decided per job, but kept in the validated section at its place (a placeholder the plan replaces), so that
+# a job's params, compared as text, read as they did before `train.seeds` existed.
 KEPT_IN_PLACE = {("train", "seed")}
 # The workflow's own key inside a run-configuration section: one training per seed listed (the first keeps
 # the single-seed file names), for the cells `seed_cells` picks. Never part of a run configuration.
@@ -232,7 +232,6 @@ def validate_workflow_config(config: Mapping[str, Any], files: Sequence[str | Pa
     validated["seeds"] = _seeds(sections[SEEDS[0]], where)
     for name in SECTIONS:
         validated[name] = _section(name, sections[name] or {}, name, where, shared=True)
-    validated["train"]["seed"] = validated["seeds"][0]
     validated["overrides"] = _overrides(config.get("overrides") or {}, where)
     return validated
 

@@ -1,5 +1,6 @@
 # Meta-training: results/models/{setting}/{method}/{shots}shot/ (joint) and
-# results/models/single/{family}/{mode}/{shots}shot/ (Multi-* members, shared between settings).
+# results/models/single/{family}/{mode}/{shots}shot/ (Multi-* members, shared between settings); a training seed
+# after the first of train.seeds appends -seed{S} (kml/layout.py, seeded).
 #
 # The job writes its run configuration (run.yaml, composed from config.yaml by kml/plan.py) from its params,
 # which hold exactly the values that can change this training: Snakemake retrains when one of them changes.
