@@ -48,7 +48,7 @@ def bench_bf16(settings: BenchSettings) -> Iterator[TrainingResult]:
             fp32 = Execution.of(config.train, device)
             executions = {"bf16": replace(fp32, amp_bf16=True), "fp32": fp32}
             sampler = training_sampler(config, splits)
-            batch = sampler.meta_batch(0).to(device)
+            batch = fp32.to_device(sampler.meta_batch(0))
             losses, grads = {}, {}
             for name, model in models.items():
                 losses[name] = executions[name].run(model, batch).loss

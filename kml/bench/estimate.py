@@ -50,10 +50,10 @@ def preset_estimate(plan: Plan, costs: dict[CostKey, TrainingResult]) -> dict[st
     for run in plan.transference.values():
         config = run_config_from_dict(run.training.run_config)
         analysis = run_config_from_dict(run.run_config).transference
-        sweep = run_config_from_dict(run.sweep_run_config).transference.sweep
         per_snapshot = lookaheads(config, analysis.sources, analysis.targets, 1)
         transference += len(run.training.snapshots) * per_snapshot
         if run.sweeps:
+            sweep = run_config_from_dict(run.sweep_run_config).transference.sweep
             transference += lookaheads(config, sweep.sources, sweep.targets, len(sweep.step_sizes))
         snapshots += len(run.training.snapshots)
     runs = (f"{len(plan.transference)} runs, {snapshots} snapshots, {len(plan.sweeping_runs)} step-size "

@@ -17,6 +17,7 @@ import kml
 from kml.bench.settings import BenchError
 from kml.bench.timing import Timing
 from kml.config import RunConfig
+from kml.gpus import PRESET_ESTIMATE_LABEL
 
 CSV_COLUMNS = (
     "date", "device", "method", "ways", "shots", "queries", "meta_batch_size", "image_size", "repeats",
@@ -142,7 +143,7 @@ class EstimateResult:
 
     def row(self) -> dict[str, str]:
         return {"date": datetime.now(UTC).isoformat(timespec="seconds"), "device": self.device,
-                "method": f"paper preset {self.part}", "shots": "", "quick": str(self.quick),
+                "method": PRESET_ESTIMATE_LABEL.format(part=self.part), "shots": "", "quick": str(self.quick),
                 "notes": self.notes,
                 "estimated_hours": f"{self.seconds / HOUR:.2f}", "kml_version": kml.__version__,
                 "torch_version": torch.__version__}
@@ -261,7 +262,8 @@ def training_table(rows: list[dict[str, str]]) -> list[str]:
 def estimate_table(rows: list[dict[str, str]]) -> list[str]:
     about = [
         "The paper preset's estimated compute time on the measuring machine: measured seconds per iteration",
-        "and per evaluation task times the job counts of kml/plan.py (config.yaml).",
+        "and per evaluation task times the job counts of kml/plan.py on the workflow configuration that the",
+        "notes name.",
     ]
     return _table(about, ["part", "device", "hours", "quick", "date", "notes"], (
         f"| {r['method']} | {r['device']} | {float(r['estimated_hours']):.1f} | {r['quick']} "

@@ -49,7 +49,7 @@ def eval_seconds_per_task(method: MetaLearner, config: RunConfig, splits: dict[s
 
     def evaluate(index: int) -> None:
         with torch.no_grad():
-            execution.run(method, sampler.meta_batch(index).to(execution.device)).task_accuracies.tolist()
+            execution.run(method, execution.to_device(sampler.meta_batch(index))).task_accuracies.tolist()
 
     method.eval()
     timing = time_iterations(evaluate, settings)

@@ -60,8 +60,9 @@ class Scale:
 
 
 PAPER_SCALE = Scale(ModelConfig(), TaskConfig(), matmul_size=2048, gpu_matmul_size=8192)
-# Quick: 16 px rather than less, so that the last feature map still has 2x2 pixels and batch-statistics
-# BatchNorm stays well enough conditioned for the fp32 equivalence check.
+# Quick: 16 px rather than less, so that the third feature map still has 2x2 pixels (16, 8, 4, 2, 1 through
+# the four stride-2 convolutions) and batch-statistics BatchNorm stays well enough conditioned for the fp32
+# equivalence check.
 QUICK_SCALE = Scale(ModelConfig(channels=(4, 4, 4, 4), image_size=16, embedding_dim=8), TaskConfig(queries=2),
                     matmul_size=256, gpu_matmul_size=256, meta_batch_divisor=5, max_inner_steps=2)
 
@@ -94,6 +95,6 @@ def training_iteration(method: MetaLearner, optimizers: Optimizers, sampler: Mul
     """One meta-training iteration as `kml train` runs it: sample, convert on the device, `training_step`."""
 
     def step(index: int) -> None:
-        training_step(method, optimizers, sampler.meta_batch(index).to(execution.device), execution)
+        training_step(method, optimizers, execution.to_device(sampler.meta_batch(index)), execution)
 
     return step
