@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 from test_plan import workflow_config
-from test_report import write_cell
+from test_report import one_shot_cell as cell
 
 from kml import KmlError
 from kml.cli import main
@@ -126,12 +126,6 @@ def test_bad_ablation_keys_are_rejected_in_one_line(overlay, message):
 
 
 # ---- the report ----------------------------------------------------------------------------------------
-
-
-def cell(root, setting, method, accuracies: dict[str, np.ndarray]):
-    path = root / setting / method / "1shot.csv"
-    write_cell(path, setting, method, 1, accuracies)
-    return path
 
 
 @pytest.fixture

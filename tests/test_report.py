@@ -92,6 +92,13 @@ def write_cell(path, setting, method, shots, per_mode: dict[str, np.ndarray]):
     return overall
 
 
+def one_shot_cell(root, setting, method, accuracies: dict[str, np.ndarray]):
+    """A 1-shot cell CSV at root/{setting}/{method}/1shot.csv (the variant and ablation reports' tests)."""
+    path = root / setting / method / "1shot.csv"
+    write_cell(path, setting, method, 1, accuracies)
+    return path
+
+
 def random_cell(tmp_path, setting, method, shots, seed):
     rng = np.random.default_rng(seed)
     per_mode = {mode: rng.uniform(20, 90, size=n) for mode, n in (("fc100", 20), ("miniimagenet", 30))}

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from test_plan import workflow_config
-from test_report import write_cell
+from test_report import one_shot_cell as cell
 
 from kml.cli import main
 from kml.config import ConfigError, run_config_from_dict
@@ -159,12 +159,6 @@ def test_variant_switches_are_the_declared_ones():
 
 
 # ---- the report ----------------------------------------------------------------------------------------
-
-
-def cell(root, setting, method, accuracies: dict[str, np.ndarray]):
-    path = root / setting / method / "1shot.csv"
-    write_cell(path, setting, method, 1, accuracies)
-    return path
 
 
 def test_the_variant_report_pairs_each_cell_with_its_default_task_by_task(tmp_path):
